@@ -1,0 +1,54 @@
+"""Checks that raise errors saying what was expected, what came, and how to fix it."""
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+
+
+def choice(name: str, value: object, options: Sequence[str]) -> str:
+    if value not in options:
+        close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}{hint}")
+    return str(value)
+
+
+def layer(value: object, n_layers: int, *, name: str = "layer") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int in [0, {n_layers}), got {value!r}")
+    if not 0 <= value < n_layers:
+        raise ValueError(
+            f"{name} must be in [0, {n_layers}) for this {n_layers}-layer model, got {value}; "
+            f"the residual stream entering block L is blocks.L.hook_resid_pre"
+        )
+    return value
+
+
+def finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}; pass a finite number such as 4.0")
+    return float(value)
+
+
+def texts(name: str, values: object, *, allow_empty_string: bool = False) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(values).__name__}")
+    out = list(values)
+    if not out:
+        raise ValueError(f"{name} is empty; pass at least one string")
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] must be a string, got {type(text).__name__} {text!r}")
+        if not text and not allow_empty_string:
+            raise ValueError(f"{name}[{i}] is an empty string; pass some text (e.g. 'I think')")
+    return out
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value

@@ -1,0 +1,190 @@
+"""Scoped, pure steering hooks on ``blocks.{L}.hook_resid_pre``.
+
+``with steer(model, vector, coeff): ...`` adds ``coeff * vector`` inside the block and
+removes every hook on exit, also when the body raises. Hooks return a new tensor and
+never write into their input.
+
+Positions are absolute within the (left-padded) sequence. Each hook learns where the
+chunk it sees starts from the KV cache (0 without one): with a cache, generation calls it
+once with the prompt (prefill) and then with one new token at a time, so positional
+(``front``/``mid``/``back``) values land on the prompt once and generated tokens see them
+through attention, exactly as in the authors' code; without a cache every step recomputes
+the prompt and the values are re-added at the same positions, which is equivalent.
+``align="all"`` adds at every position after BOS, generated tokens included.
+"""
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformer_lens import TransformerBridge
+
+from actlens import _validation
+from actlens.model import Positions, check_layer, hook_name, record_past, state
+from actlens.types import ALIGNS, Align
+from actlens.vectors import SteeringVector
+
+
+@dataclass(frozen=True)
+class Addition:
+    """One vector at one layer, coefficient applied, with its alignment."""
+
+    delta: Tensor  # [k, d_model], float32 on CPU; cast per call
+    align: str
+    bos_row: bool
+    prepend_bos: bool
+
+    @property
+    def k(self) -> int:
+        return int(self.delta.shape[0])
+
+
+def _window(add: Addition, start: int, length: int) -> int:
+    """First absolute position of a positional vector in a row starting at ``start``."""
+    k = add.k
+    if add.align == "front":
+        offset = 0 if add.bos_row or not add.prepend_bos else 1
+    elif add.align == "mid":  # the authors' centring: middle of the prompt minus half the vector
+        offset = length // 2 - k // 2
+    else:  # back
+        offset = length - k
+    if offset < 0 or offset + k > length:
+        raise ValueError(
+            f"the prompt has {length} tokens (BOS included) but the steering vector covers {k} "
+            f"positions with align={add.align!r}; use a longer prompt, pass short_prompt='pad' to "
+            "actlens.generate / actlens.forward, or use align='all'"
+        )
+    return start + offset
+
+
+def make_hook(additions: list[Addition], positions: Positions):
+    """The hook for one layer: adds every addition at its positions, returning a new tensor."""
+    cast: dict[tuple, list[Tensor]] = {}
+    prompt_lengths: list[int] = []  # from the last prefill, when nobody told us the lengths
+
+    def hook(resid: Tensor, *, hook) -> Tensor:
+        batch, seq, _ = resid.shape
+        past = positions.past
+        starts, lengths = positions.starts, positions.lengths
+        if starts is None or lengths is None or len(starts) != batch:  # unpadded rows
+            starts = [0] * batch
+            if past == 0:
+                prompt_lengths[:] = [seq] * batch
+            lengths = prompt_lengths if len(prompt_lengths) == batch else [past + seq] * batch
+        key = (resid.device, resid.dtype)
+        if key not in cast:
+            cast[key] = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
+        total: Tensor | None = None  # built only when some position is touched
+        for add, delta in zip(additions, cast[key], strict=True):
+            for row in range(batch):
+                if add.align == "all":
+                    lo, rows_delta = max(starts[row] + int(add.prepend_bos) - past, 0), delta[0]
+                    hi = seq
+                else:
+                    a = _window(add, starts[row], lengths[row])
+                    lo, hi = max(a - past, 0), min(a + add.k - past, seq)
+                    rows_delta = delta[lo + past - a:hi + past - a]
+                if lo < hi:
+                    total = torch.zeros_like(resid) if total is None else total
+                    total[row, lo:hi] += rows_delta
+        return resid if total is None else resid + total
+
+    return hook
+
+
+Steering = SteeringVector | Sequence[tuple[SteeringVector, float]]
+
+
+def additions(
+    model: TransformerBridge,
+    vector: Steering,
+    coeff: float = 1.0,
+    *,
+    align: Align = "front",
+    position: int | None = None,
+) -> dict[int, list[Addition]]:
+    """Validate a steering request and group it by layer; raises before anything changes."""
+    _validation.choice("align", align, ALIGNS)
+    pairs = [(vector, coeff)] if isinstance(vector, SteeringVector) else list(vector)
+    if not pairs:
+        raise ValueError("no steering vectors given; pass a SteeringVector or a list of (vector, coeff) pairs")
+    grouped: dict[int, list[Addition]] = {}
+    for item in pairs:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], SteeringVector)):
+            raise TypeError(f"expected a SteeringVector or (SteeringVector, coeff) pairs, got {item!r}")
+        vec, c = item
+        c = _validation.finite("coeff", c)
+        vec.check_model(model)
+        check_layer(model, vec.layer)
+        if align == "all" and vec.k > 1:
+            if position is None:
+                raise ValueError(
+                    f"align='all' adds one vector at every position, but this vector has {vec.k} positions; "
+                    f"pass position=i to use row i (e.g. position=1, the first token after BOS)"
+                )
+            vec = vec.at_position(position)
+        values = vec.values.float() * c
+        grouped.setdefault(vec.layer, []).append(Addition(values, align, vec.bos_row, vec.prepend_bos))
+    return grouped
+
+
+@contextlib.contextmanager
+def steer(
+    model: TransformerBridge,
+    vector: Steering,
+    coeff: float = 1.0,
+    *,
+    align: Align = "front",
+    position: int | None = None,
+) -> Iterator[TransformerBridge]:
+    """Add ``coeff * vector`` to ``blocks.{vector.layer}.hook_resid_pre`` inside the block.
+
+    Args:
+        vector: a :class:`SteeringVector`, or a list of ``(vector, coeff)`` pairs to compose
+            (then ``coeff`` is ignored).
+        align: ``"front"``/``"mid"``/``"back"`` place the k per-position values at positions
+            ``[a, a+k)`` of each prompt (front: a = 0 for ActAdd vectors, whose row 0 is BOS);
+            ``"all"`` adds one vector at every position after BOS and at every generated token.
+        position: which row of a multi-position vector ``align="all"`` uses.
+
+    Padded batches: run them through :func:`actlens.forward` / :func:`actlens.generate`,
+    which tell the hooks where each row starts. A plain ``model(tokens)`` inside the block is
+    treated as unpadded.
+
+    >>> from actlens.tiny import tiny_model
+    >>> from actlens.vectors import actadd_vector
+    >>> model = tiny_model()
+    >>> v = actadd_vector(model, "Love", "Hate", layer=1)
+    >>> with steer(model, v, 4.0):
+    ...     logits = model(torch.tensor([[0, 40, 41, 42, 43, 44]]))
+    >>> logits.shape[-1] == model.cfg.d_vocab
+    True
+    """
+    grouped = additions(model, vector, coeff, align=align, position=position)
+    st = state(model)
+    handles = []
+    try:
+        for layer in grouped:
+            # The bridge path records the KV-cache length here; the fast tree records its own.
+            handles.append(model.blocks[layer].register_forward_pre_hook(
+                record_past(st.positions, layer), with_kwargs=True))
+        hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
+        with model.hooks(fwd_hooks=hooks):
+            yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def padding(model: TransformerBridge, starts: list[int] | None, lengths: list[int] | None) -> Iterator[None]:
+    """Tell steering hooks where each row of the coming batch starts and how long it is."""
+    positions = state(model).positions
+    saved = positions.starts, positions.lengths
+    positions.starts, positions.lengths = starts, lengths
+    try:
+        yield
+    finally:
+        positions.starts, positions.lengths = saved

@@ -1,0 +1,303 @@
+"""Loading models as TransformerLens 4 bridges, and running them.
+
+Everything actlens steers is a ``TransformerBridge`` whose residual stream at the
+input of block ``L`` is the ``HookPoint`` named by :func:`hook_name` (the one place
+that spells hook names).
+
+Speed design (issue "raw-Hugging-Face speed"): ``build_bridge_from_module`` rewires a
+Hugging Face model in place, and running through those bridge components costs
+~20-25 % on CPU. So before wrapping we keep a second *module tree* of the same model
+whose parameters and buffers are the very same tensors (no copy of the weights). That
+"fast tree" is plain Hugging Face code; a forward pre-hook on each decoder layer hands
+the layer's input to the bridge's own ``blocks.{L}.hook_resid_pre`` HookPoint whenever a
+hook is registered on it. Steering, caching and user hooks therefore go through the
+TransformerLens HookPoints on both paths, and the fast tree runs at Hugging Face speed.
+"""
+
+import copy
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # actlens never downloads; fail fast instead of retrying
+
+from transformer_lens import TransformerBridge  # noqa: E402
+from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge  # noqa: E402
+from transformer_lens.model_bridge.sources import build_bridge_from_module  # noqa: E402
+
+from actlens import _validation  # noqa: E402
+
+EMBEDDED = "smollm2-135m"
+KNOWN_NAMES = (EMBEDDED, "smollm2-135m-instruct")
+
+
+def hook_name(layer: int) -> str:
+    """Name of the residual stream entering block ``layer`` (ActAdd's injection site).
+
+    >>> hook_name(6)
+    'blocks.6.hook_resid_pre'
+    """
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+# --- TransformerLens 4.3 KV-cache shim ------------------------------------------------
+# transformers 5.2x passes the KV cache to attention modules as `cache=`; TL 4.3.0's
+# AttentionBridge only reads `past_key_values`, so its cache stays empty and cached decoding
+# attends to the newest token only. This is the narrowest fix: forward the one argument.
+# Guarded by tests/test_generation.py::test_bridge_generate_cached_equals_uncached.
+_original_update_kv_cache = AttentionBridge._update_kv_cache
+
+
+def _update_kv_cache(self, *args, **kwargs):
+    if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+        kwargs["past_key_values"] = kwargs["cache"]
+    return _original_update_kv_cache(self, *args, **kwargs)
+
+
+if not getattr(AttentionBridge, "_actlens_kv_patched", False):
+    AttentionBridge._update_kv_cache = _update_kv_cache
+    AttentionBridge._actlens_kv_patched = True
+
+
+# --- per-model state --------------------------------------------------------------------
+@dataclass
+class Positions:
+    """Where the chunk now flowing through a block starts, and the batch's padding.
+
+    ``past`` is the number of positions already in the KV cache (0 without a cache);
+    ``starts``/``lengths`` give each row's first real position and real length in padded
+    coordinates, or ``None`` when unknown (then rows are taken as unpadded).
+    """
+
+    past: int = 0
+    starts: list[int] | None = None
+    lengths: list[int] | None = None
+
+
+@dataclass
+class State:
+    name: str
+    fast: nn.Module | None  # the un-rewired Hugging Face tree sharing the bridge's weights
+    positions: Positions = field(default_factory=Positions)
+
+
+def state(model: TransformerBridge) -> State:
+    """The actlens state of ``model``; bridges built elsewhere get one on first use."""
+    if not isinstance(model, TransformerBridge):
+        raise TypeError(
+            f"expected a TransformerLens TransformerBridge, got {type(model).__name__}; "
+            "build one with actlens.load_model(...)"
+        )
+    found = model.__dict__.get("_actlens")
+    if found is None:
+        found = State(name=str(getattr(model.cfg, "model_name", "unknown")), fast=None)
+        object.__setattr__(model, "_actlens", found)  # plain attribute, not a submodule
+    return found
+
+
+def fast_tree(model: TransformerBridge) -> nn.Module | None:
+    """The Hugging Face tree to run, or None when the bridge's own forward must be used
+    (native models, or compatibility mode, whose weight processing the raw tree lacks)."""
+    if getattr(model, "compatibility_mode", False):
+        return None
+    return state(model).fast
+
+
+def _find_cache(args: tuple, kwargs: dict):
+    from transformers.cache_utils import Cache
+
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Cache):
+            return value
+    return None
+
+
+def record_past(positions: Positions, layer: int) -> Callable:
+    """A forward pre-hook (with kwargs) on a decoder layer that records the KV-cache length."""
+
+    def pre(module, args, kwargs):
+        cache = _find_cache(args, kwargs)
+        positions.past = int(cache.get_seq_length(layer)) if cache is not None else 0
+
+    return pre
+
+
+def _fire_hook_point(hook_point: nn.Module, positions: Positions, layer: int) -> Callable:
+    record = record_past(positions, layer)
+
+    def pre(module, args, kwargs):
+        if not hook_point._forward_hooks:  # nothing registered: pure Hugging Face speed
+            return None
+        record(module, args, kwargs)
+        if args:
+            return (hook_point(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hook_point(kwargs["hidden_states"])}
+
+    return pre
+
+
+def _decoder_layers(hf: nn.Module) -> nn.ModuleList:
+    for path in ("model.layers", "transformer.h", "model.decoder.layers", "gpt_neox.layers"):
+        obj = hf
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise TypeError(
+        f"cannot find the decoder layers of {type(hf).__name__}; actlens knows Llama-, GPT-2-, "
+        "OPT- and GPT-NeoX-style layouts. The model can still be used through its bridge."
+    )
+
+
+def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
+    """Wrap an in-memory Hugging Face causal LM as a bridge plus a weight-sharing fast tree."""
+    hf.eval()  # models built from a config start in train mode (dropout)
+    shared = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
+    fast = copy.deepcopy(hf, memo=shared)  # new modules, the same parameter and buffer tensors
+    bridge = build_bridge_from_module(
+        hf, type(hf).__name__, hf_config=hf.config, tokenizer=tokenizer, model_name=name
+    ).eval()
+    st = State(name=name, fast=fast)
+    object.__setattr__(bridge, "_actlens", st)
+    for layer, module in enumerate(_decoder_layers(fast)):
+        hook_point = bridge.hook_dict[hook_name(layer)]
+        module.register_forward_pre_hook(
+            _fire_hook_point(hook_point, st.positions, layer), with_kwargs=True
+        )
+    return bridge
+
+
+def load_model(
+    name_or_model: str | os.PathLike | nn.Module = EMBEDDED,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    tokenizer=None,
+) -> TransformerBridge:
+    """Load a model as a TransformerLens 4 ``TransformerBridge`` ready for steering.
+
+    Args:
+        name_or_model: ``"smollm2-135m"`` (default; the embedded SmolLM2-135M-Instruct, fully
+            offline), a Hugging Face hub name or local directory (weights must already be
+            on disk: actlens never downloads), an in-memory Hugging Face causal LM (pass its
+            ``tokenizer``), or an existing ``TransformerBridge``.
+        device: where to put the weights (default: CPU).
+        dtype: weight dtype (default: float32).
+        tokenizer: the tokenizer for an in-memory model.
+
+    >>> from actlens.tiny import tiny_hf
+    >>> model = load_model(*tiny_hf("llama"))
+    >>> model.hook_dict[hook_name(1)] is not None
+    True
+    """
+    if isinstance(name_or_model, TransformerBridge):
+        state(name_or_model)
+        return name_or_model.eval()
+    if isinstance(name_or_model, nn.Module):
+        if tokenizer is None:
+            raise ValueError(
+                "an in-memory model needs its tokenizer: load_model(hf_model, tokenizer=tok)"
+            )
+        hf = name_or_model.to(device=device or "cpu", dtype=dtype or next(name_or_model.parameters()).dtype)
+        name = getattr(getattr(hf, "config", None), "name_or_path", "") or type(hf).__name__
+        return wrap_hf(hf, tokenizer, name=str(name))
+    if not isinstance(name_or_model, str | os.PathLike):
+        raise TypeError(
+            f"name_or_model must be a name, a directory, a Hugging Face model or a bridge, "
+            f"got {type(name_or_model).__name__}"
+        )
+    name = str(name_or_model)
+    if name.lower() in KNOWN_NAMES:
+        from actlens import embedded
+
+        directory = embedded.converted_dir()
+    elif Path(name).expanduser().is_dir():
+        directory = Path(name).expanduser()
+    else:
+        directory = _hub_snapshot(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=dtype or torch.float32, device_map=None
+    ).to(device or "cpu")
+    tok = tokenizer or AutoTokenizer.from_pretrained(directory)
+    return wrap_hf(hf, tok, name=EMBEDDED if name.lower() in KNOWN_NAMES else name)
+
+
+def _hub_snapshot(name: str) -> Path:
+    """A hub name whose files are already in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception as err:  # the hub library raises several types for "not cached"
+        close = difflib.get_close_matches(name.lower(), KNOWN_NAMES, n=3, cutoff=0.5)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}: it is neither an embedded model {list(KNOWN_NAMES)}, a local "
+            f"directory, nor a hub model whose weights are in the local cache (actlens never "
+            f"downloads).{hint} Download the weights elsewhere and pass their directory."
+        ) from err
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a steering vector records of the model it came from."""
+
+    name: str
+    d_model: int
+    n_layers: int
+    d_vocab: int
+
+    def shape_mismatch(self, other: "ModelIdentity") -> str | None:
+        diffs = [
+            f"{key} {getattr(self, key)} vs {getattr(other, key)}"
+            for key in ("d_model", "n_layers", "d_vocab")
+            if getattr(self, key) != getattr(other, key)
+        ]
+        return ", ".join(diffs) or None
+
+
+def identity(model: TransformerBridge) -> ModelIdentity:
+    cfg = model.cfg
+    return ModelIdentity(state(model).name, int(cfg.d_model), int(cfg.n_layers), int(cfg.d_vocab))
+
+
+def n_layers(model: TransformerBridge) -> int:
+    return int(model.cfg.n_layers)
+
+
+def device_of(model: TransformerBridge) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_layer(model: TransformerBridge, layer: object) -> int:
+    return _validation.layer(layer, n_layers(model))
+
+
+def forward(
+    model: TransformerBridge, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Logits for a (possibly left-padded) batch, on the fast tree when there is one."""
+    fast = fast_tree(model)
+    tokens = tokens.to(device_of(model))
+    if fast is None:
+        if attention_mask is not None and not bool(attention_mask.all()):
+            return model(tokens, attention_mask=attention_mask.to(tokens.device))
+        return model(tokens)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(tokens)
+    attention_mask = attention_mask.to(tokens.device)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = fast(
+        input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    return out.logits

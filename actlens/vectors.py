@@ -1,0 +1,264 @@
+"""Steering vectors: ActAdd's per-position pair difference and CAA-style mean differences.
+
+A :class:`SteeringVector` is immutable and carries its provenance: the layer and hook
+name, the prompts and their tokens, the model's identity, and whether TransformerLens
+compatibility mode (weight processing, which changes LayerNorm models' residuals) was on.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import TransformerBridge
+
+from actlens import _validation, prompts
+from actlens.activations import resid_pre
+from actlens.model import ModelIdentity, check_layer, hook_name, identity
+from actlens.types import ReadPosition
+
+FORMAT = "actlens.steering_vector/1"
+
+
+@dataclass(frozen=True)
+class SteeringVector:
+    """Per-position values ``[k, d_model]`` to add at ``blocks.{layer}.hook_resid_pre``.
+
+    ``bos_row`` says whether row 0 belongs to the BOS position (ActAdd vectors: both prompts
+    start with BOS, so that row is zero); front alignment then starts at position 0, and
+    otherwise right after BOS.
+    """
+
+    _values: Float[Tensor, "pos d_model"] = field(repr=False)
+    layer: int
+    hook_name: str
+    kind: str  # "actadd" | "mean_diff" | "mean_centred" | "random" | "imported"
+    model: ModelIdentity
+    compatibility_mode: bool
+    bos_row: bool
+    prepend_bos: bool = True
+    plus: tuple[str, ...] = ()
+    minus: tuple[str, ...] = ()
+    plus_tokens: tuple[tuple[int, ...], ...] = ()
+    minus_tokens: tuple[tuple[int, ...], ...] = ()
+    pad_token_id: int | None = None
+    pad_source: str | None = None
+    read_position: str | None = None
+    notes: str = ""
+
+    @property
+    def values(self) -> Float[Tensor, "pos d_model"]:
+        """A copy of the values (the vector itself never changes)."""
+        return self._values.clone()
+
+    @property
+    def k(self) -> int:
+        return int(self._values.shape[0])
+
+    @property
+    def d_model(self) -> int:
+        return int(self._values.shape[1])
+
+    def __repr__(self) -> str:
+        pair = f", plus={list(self.plus)}, minus={list(self.minus)}" if self.plus else ""
+        return (
+            f"SteeringVector({self.kind}, layer={self.layer}, k={self.k}, d_model={self.d_model}, "
+            f"model={self.model.name!r}{pair})"
+        )
+
+    def norms(self) -> Float[Tensor, " pos"]:
+        return torch.linalg.vector_norm(self._values.float(), dim=-1)
+
+    def at_position(self, position: int) -> "SteeringVector":
+        """One row as a single-position vector, e.g. to add an ActAdd row at every position."""
+        if not -self.k <= position < self.k:
+            raise ValueError(f"position must be in [{-self.k}, {self.k}) for this k={self.k} vector, got {position}")
+        return replace(self, _values=self._values[position:position + 1 or None].clone(), bos_row=False,
+                       read_position=f"row {position % self.k}")
+
+    def with_values(self, values: Tensor, *, kind: str | None = None, notes: str = "") -> "SteeringVector":
+        """The same provenance with other values (e.g. a norm-matched random control)."""
+        if values.shape[-1] != self.d_model or values.ndim != 2:
+            raise ValueError(f"values must have shape [k, {self.d_model}], got {tuple(values.shape)}")
+        return replace(self, _values=values.detach().clone(), kind=kind or self.kind, notes=notes)
+
+    def check_model(self, model: TransformerBridge) -> None:
+        """Raise if the vector cannot be applied to ``model`` (other shape or mode)."""
+        other = identity(model)
+        mismatch = self.model.shape_mismatch(other)
+        if mismatch:
+            raise ValueError(
+                f"this vector comes from model {self.model.name!r} and does not fit {other.name!r} "
+                f"({mismatch}); extract a new vector on this model"
+            )
+        mode = bool(getattr(model, "compatibility_mode", False))
+        if mode != self.compatibility_mode:
+            raise ValueError(
+                f"this vector was extracted with compatibility mode {'on' if self.compatibility_mode else 'off'} "
+                f"but the model has it {'on' if mode else 'off'}; LayerNorm residuals differ between modes, "
+                "so extract and apply in one mode"
+            )
+
+    # --- save / load: safetensors with JSON metadata, never pickle -----------------------
+    def metadata(self) -> dict:
+        meta = {k: v for k, v in asdict(self).items() if k != "_values"}
+        meta["format"] = FORMAT
+        return meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (safetensors; the provenance is JSON in the header)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        save_file({"values": self._values.detach().cpu().contiguous()}, path,
+                  metadata={"actlens": json.dumps(self.metadata())})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SteeringVector":
+        """Read a vector written by :meth:`save`; corrupt or foreign files raise ``ValueError``."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no steering-vector file at {path}")
+        try:
+            with safe_open(path, framework="pt") as f:
+                header = f.metadata() or {}
+                values = f.get_tensor("values") if "values" in f.keys() else None
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt. "
+                "Re-save the vector with SteeringVector.save"
+            ) from err
+        if values is None or "actlens" not in header:
+            raise ValueError(f"{path} is a safetensors file but not an actlens steering vector (no 'values'/'actlens' entries)")
+        meta = json.loads(header["actlens"])
+        if meta.pop("format", None) != FORMAT:
+            raise ValueError(f"{path} has an unknown format; expected {FORMAT}")
+        meta["model"] = ModelIdentity(**meta["model"])
+        for key in ("plus", "minus"):
+            meta[key] = tuple(meta[key])
+        for key in ("plus_tokens", "minus_tokens"):
+            meta[key] = tuple(tuple(t) for t in meta[key])
+        if not torch.isfinite(values).all():
+            raise ValueError(f"{path} holds non-finite values")
+        return cls(_values=values, **meta)
+
+
+def _base(model: TransformerBridge, layer: int, values: Tensor, kind: str, **kw) -> SteeringVector:
+    return SteeringVector(
+        _values=values.detach().clone(), layer=layer, hook_name=hook_name(layer), kind=kind,
+        model=identity(model), compatibility_mode=bool(getattr(model, "compatibility_mode", False)), **kw,
+    )
+
+
+def actadd_vector(
+    model: TransformerBridge, plus: str, minus: str, layer: int, *, pad: str = "space"
+) -> SteeringVector:
+    """ActAdd (Turner et al. 2023, Algorithm 1): ``resid_pre(plus) - resid_pre(minus)`` per position.
+
+    Both prompts get BOS; the shorter is right-padded at token level with the model's space
+    token (``pad="space"``; see :func:`actlens.prompts.space_pad` for the fallback) or with
+    EOS (``pad="eos"``, which the authors found works worse).
+
+    >>> from actlens.tiny import tiny_model
+    >>> v = actadd_vector(tiny_model(), "Love", "Hate", layer=2)
+    >>> v.k, bool(v.values[0].abs().max() == 0)   # BOS row cancels
+    (5, True)
+    """
+    _validation.choice("pad", pad, ("space", "eos"))
+    layer = check_layer(model, layer)
+    plus_s, minus_s = (_validation.texts(n, [t], allow_empty_string=True)[0] for n, t in (("plus", plus), ("minus", minus)))
+    plus_ids, minus_ids = prompts.encode(model, plus_s), prompts.encode(model, minus_s)
+    fill = prompts.space_pad(model) if pad == "space" else prompts.SpacePad(int(model.tokenizer.eos_token_id), "eos_token")
+    n = max(len(plus_ids), len(minus_ids))
+    plus_ids += [fill.token_id] * (n - len(plus_ids))
+    minus_ids += [fill.token_id] * (n - len(minus_ids))
+    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), [layer])[layer]
+    return _base(
+        model, layer, acts[0] - acts[1], "actadd", bos_row=True, plus=(plus_s,), minus=(minus_s,),
+        plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
+        pad_token_id=fill.token_id, pad_source=fill.source,
+    )
+
+
+def _read(model, texts: list[str], layer: int, read_position: ReadPosition | int, batch_size: int) -> tuple[Tensor, list[list[int]]]:
+    """One activation per text at ``read_position``: [n, d_model], and the token ids."""
+    rows = [prompts.encode(model, t) for t in texts]
+    out = []
+    for i in range(0, len(rows), batch_size):
+        batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
+        acts = resid_pre(model, batch.tokens, [layer], batch.attention_mask)[layer]
+        for row, start in enumerate(batch.starts):
+            real = acts[row, start + 1:] if len(rows[i + row]) > 1 else acts[row, start:]  # skip BOS
+            if read_position == "last":
+                out.append(real[-1])
+            elif read_position == "mean":
+                out.append(real.mean(0))
+            else:
+                if not -real.shape[0] <= read_position < real.shape[0]:
+                    raise ValueError(
+                        f"read_position {read_position} is outside text {texts[i + row]!r}, which has "
+                        f"{real.shape[0]} tokens after BOS"
+                    )
+                out.append(real[read_position])
+    return torch.stack(out).float(), rows
+
+
+def mean_diff_vector(
+    model: TransformerBridge,
+    pairs: Sequence[tuple[str, str]],
+    layer: int,
+    *,
+    read_position: ReadPosition | int = "last",
+    centre: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> SteeringVector:
+    """Mean difference over contrast pairs (CAA-style): ``mean(resid(pos)) - mean(resid(neg))``.
+
+    Each text is read at ``read_position`` (the last real token, the mean over tokens after
+    BOS, or an index counted after BOS). With ``centre`` (a list of reference texts), the
+    vector is instead mean-centred (Jorgensen et al. 2023): ``mean(resid(pos)) -
+    mean(resid(centre))``, and the negatives may be empty strings. The result has one row;
+    apply it with ``align="all"``.
+
+    >>> from actlens.tiny import tiny_model
+    >>> v = mean_diff_vector(tiny_model(), [("I love it", "I hate it"), ("Great", "Awful")], layer=1)
+    >>> v.k
+    1
+    """
+    layer = check_layer(model, layer)
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs is empty; pass a list of (positive, negative) strings")
+    pos = _validation.texts("positives", [p for p, _ in pairs])
+    if isinstance(read_position, str):
+        _validation.choice("read_position", read_position, ("last", "mean"))
+    pos_acts, pos_ids = _read(model, pos, layer, read_position, batch_size)
+    if centre is not None:
+        ref = _validation.texts("centre", centre)
+        neg_acts, neg_ids = _read(model, ref, layer, read_position, batch_size)
+        neg, kind = ref, "mean_centred"
+    else:
+        neg = _validation.texts("negatives", [n for _, n in pairs])
+        neg_acts, neg_ids = _read(model, neg, layer, read_position, batch_size)
+        kind = "mean_diff"
+    values = (pos_acts.mean(0) - neg_acts.mean(0))[None]
+    return _base(
+        model, layer, values, kind, bos_row=False, plus=tuple(pos), minus=tuple(neg),
+        plus_tokens=tuple(map(tuple, pos_ids)), minus_tokens=tuple(map(tuple, neg_ids)),
+        read_position=str(read_position),
+    )
+
+
+def random_like(vector: SteeringVector, *, seed: int = 0) -> SteeringVector:
+    """A Gaussian control with the same per-position norms (the paper's random-vector control)."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(vector._values.shape, generator=gen, dtype=torch.float32)
+    norms = vector.norms()[:, None]
+    scaled = noise / torch.linalg.vector_norm(noise, dim=-1, keepdim=True) * norms
+    return vector.with_values(scaled.to(vector._values.dtype), kind="random", notes=f"norm-matched Gaussian, seed {seed}")
