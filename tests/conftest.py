@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny models built from configs (fast), the embedded SmolLM2 (loaded once)."""
+
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+ARCHS = ("llama", "gpt2", "native")
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """One tiny model per architecture; tests must not mutate them (steer() leaves no trace)."""
+    from actlens.tiny import tiny_model
+
+    return {arch: tiny_model(arch) for arch in ARCHS}
+
+
+@pytest.fixture(params=ARCHS)
+def tiny(request, tiny_models):
+    return tiny_models[request.param]
+
+
+@pytest.fixture(params=("llama", "gpt2"))
+def tiny_hf_model(request, tiny_models):
+    """Tiny Hugging Face-backed bridges (the ones with a KV cache and a fast tree)."""
+    return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The embedded SmolLM2-135M-Instruct, loaded once per session."""
+    import actlens
+
+    return actlens.load_model()
