@@ -200,7 +200,7 @@ def _decode(model, batch: prompts.Batch, max_new_tokens, temperature, top_p, fre
         if fast is not None:
             config = GenerationConfig(
                 do_sample=temperature > 0, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                min_new_tokens=0 if stop_at_eos else max_new_tokens, eos_token_id=eos,
+                eos_token_id=[] if eos is None else eos,  # None would fall back to the model default
                 pad_token_id=prompts.pad_token_id(model), use_cache=use_cache,
             )
             procs = _processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts))

@@ -181,6 +181,8 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     tokenizer=None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
 ) -> TransformerBridge:
     """Load a model as a TransformerLens 4 ``TransformerBridge`` ready for steering.
 
@@ -189,15 +191,28 @@ def load_model(
             offline), a Hugging Face hub name or local directory (weights must already be
             on disk: actlens never downloads), an in-memory Hugging Face causal LM (pass its
             ``tokenizer``), or an existing ``TransformerBridge``.
-        device: where to put the weights (default: CPU).
-        dtype: weight dtype (default: float32).
+        device: where to put the weights (default: CPU). Not with ``device_map``.
+        dtype: weight dtype (default: float32; ``torch.bfloat16`` halves the memory).
         tokenizer: the tokenizer for an in-memory model.
+        device_map: for a name or directory, passed to ``from_pretrained`` so that Accelerate
+            places (and, across devices, splits) the layers, e.g. ``"auto"`` or
+            ``{"model.layers.0": 0, ..., "lm_head": 1}``. An in-memory model that Accelerate
+            already dispatched across devices is used where it is, not moved.
+        max_memory: with ``device_map``, the per-device budget, e.g.
+            ``{0: "20GiB", 1: "20GiB", "cpu": "60GiB"}``.
 
     >>> from actlens.tiny import tiny_hf
-    >>> model = load_model(*tiny_hf("llama"))
+    >>> hf, tok = tiny_hf("llama")
+    >>> model = load_model(hf, tokenizer=tok)
     >>> model.hook_dict[hook_name(1)] is not None
     True
     """
+    if device_map is not None and device is not None:
+        raise ValueError(
+            f"pass either device={device!r} or device_map={device_map!r}, not both; device_map places every layer"
+        )
+    if max_memory is not None and device_map is None:
+        raise ValueError("max_memory only applies with a device_map; pass device_map='auto' as well")
     if isinstance(name_or_model, TransformerBridge):
         state(name_or_model)
         return name_or_model.eval()
@@ -206,7 +221,20 @@ def load_model(
             raise ValueError(
                 "an in-memory model needs its tokenizer: load_model(hf_model, tokenizer=tok)"
             )
-        hf = name_or_model.to(device=device or "cpu", dtype=dtype or next(name_or_model.parameters()).dtype)
+        if device_map is not None:
+            raise ValueError(
+                "device_map applies when loading from a name or directory; dispatch an in-memory model with "
+                "accelerate.dispatch_model(model, device_map) and pass the result"
+            )
+        if getattr(name_or_model, "_hf_hook", None) is not None:  # dispatched by Accelerate: .to() would undo it
+            if device is not None or dtype is not None:
+                raise ValueError(
+                    "this model was dispatched by Accelerate (device_map with several devices); it cannot be moved "
+                    "or cast here. Load it with the dtype and device_map you want, or pass it without device/dtype"
+                )
+            hf = name_or_model
+        else:
+            hf = name_or_model.to(device=device or "cpu", dtype=dtype or next(name_or_model.parameters()).dtype)
         name = getattr(getattr(hf, "config", None), "name_or_path", "") or type(hf).__name__
         return wrap_hf(hf, tokenizer, name=str(name))
     if not isinstance(name_or_model, str | os.PathLike):
@@ -225,9 +253,14 @@ def load_model(
         directory = _hub_snapshot(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = AutoModelForCausalLM.from_pretrained(
-        directory, dtype=dtype or torch.float32, device_map=None
-    ).to(device or "cpu")
+    if device_map is None:
+        hf = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype or torch.float32, device_map=None
+        ).to(device or "cpu")
+    else:  # Accelerate places the weights; never .to() afterwards
+        hf = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype or torch.float32, device_map=device_map, max_memory=max_memory
+        )
     tok = tokenizer or AutoTokenizer.from_pretrained(directory)
     return wrap_hf(hf, tok, name=EMBEDDED if name.lower() in KNOWN_NAMES else name)
 

@@ -23,7 +23,7 @@ from actlens.types import ReadPosition
 FORMAT = "actlens.steering_vector/1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SteeringVector:
     """Per-position values ``[k, d_model]`` to add at ``blocks.{layer}.hook_resid_pre``.
 
@@ -53,6 +53,13 @@ class SteeringVector:
     def values(self) -> Float[Tensor, "pos d_model"]:
         """A copy of the values (the vector itself never changes)."""
         return self._values.clone()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        return self.metadata() == other.metadata() and torch.equal(self._values, other._values)
+
+    __hash__ = None  # tensors are not hashable
 
     @property
     def k(self) -> int:

@@ -1,0 +1,225 @@
+"""Private helpers shared by the analysis modules (norms, cosine, logit lens, KL, propagation).
+
+Extraction at many layers in one forward, validation of analysis arguments, where a
+steering request lands in a padded batch, and steered / unsteered forwards over row chunks.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from transformer_lens import TransformerBridge
+
+from actlens import _validation, prompts
+from actlens.activations import resid_pre
+from actlens.intervene import Addition, _window, additions, padding, steer
+from actlens.model import forward, hook_name, identity, n_layers
+from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
+from actlens.vectors import SteeringVector
+
+
+def layer_list(model: TransformerBridge, layers: Sequence[int] | None, *, name: str = "layers") -> list[int]:
+    """``layers`` validated (None means every layer), in the order given, without repeats."""
+    total = n_layers(model)
+    if layers is None:
+        return list(range(total))
+    if isinstance(layers, int | str) or not isinstance(layers, Sequence | range):
+        raise TypeError(f"{name} must be a list of ints (or None for all {total} layers), got {layers!r}")
+    out = [_validation.layer(layer, total, name=f"{name}[{i}]") for i, layer in enumerate(layers)]
+    if not out:
+        raise ValueError(f"{name} is empty; pass at least one layer in [0, {total}) or None for all")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has repeated layers {out}; pass each layer once")
+    return out
+
+
+def pair_arg(pair: object, *, name: str = "pair") -> tuple[str, str]:
+    """A ``(plus, minus)`` pair of strings (the minus prompt may be empty, as in " weddings" - "")."""
+    if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+        raise TypeError(f"{name} must be a (plus, minus) tuple of two strings such as ('Love', 'Hate'), got {pair!r}")
+    plus, minus = pair
+    if not plus and not minus:
+        raise ValueError(f"{name} has two empty strings; at least the plus prompt needs text")
+    return str(plus), str(minus)
+
+
+def vector_arg(model: TransformerBridge, vector: object, *, name: str = "vector") -> SteeringVector:
+    if not isinstance(vector, SteeringVector):
+        raise TypeError(
+            f"{name} must be an actlens SteeringVector, got {type(vector).__name__}; build one with "
+            "actlens.actadd_vector(model, plus, minus, layer)"
+        )
+    vector.check_model(model)
+    _validation.layer(vector.layer, n_layers(model), name=f"{name}.layer")
+    return vector
+
+
+def at_layer(vector: SteeringVector, layer: int, *, notes: str = "") -> SteeringVector:
+    """The same values injected at another layer (provenance kept; ``notes`` says so)."""
+    return replace(vector, layer=layer, hook_name=hook_name(layer), notes=notes or vector.notes)
+
+
+def actadd_all_layers(
+    model: TransformerBridge, plus: str, minus: str, layers: Sequence[int]
+) -> dict[int, SteeringVector]:
+    """:func:`actlens.actadd_vector` at every layer of ``layers`` from one forward of the pair.
+
+    Same tokens, space padding and provenance as ``actadd_vector(model, plus, minus, layer)``
+    (a test checks they are equal), but the two prompts run once for all layers.
+    """
+    plus_ids, minus_ids = prompts.encode(model, plus), prompts.encode(model, minus)
+    fill = prompts.space_pad(model)
+    n = max(len(plus_ids), len(minus_ids))
+    plus_ids += [fill.token_id] * (n - len(plus_ids))
+    minus_ids += [fill.token_id] * (n - len(minus_ids))
+    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), list(layers))
+    with torch.inference_mode(False):
+        return {
+            layer: SteeringVector(
+                _values=(acts[layer][0] - acts[layer][1]).clone(), layer=layer, hook_name=hook_name(layer),
+                kind="actadd", model=identity(model), compatibility_mode=compatibility_mode(model), bos_row=True,
+                plus=(plus,), minus=(minus,), plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
+                pad_token_id=fill.token_id, pad_source=fill.source,
+            )
+            for layer in layers
+        }
+
+
+def compatibility_mode(model: TransformerBridge) -> bool:
+    return bool(getattr(model, "compatibility_mode", False))
+
+
+def mean_diff_all_layers(
+    model: TransformerBridge, pairs: Sequence[tuple[str, str]], layers: Sequence[int], *, batch_size: int = 16
+) -> dict[int, SteeringVector]:
+    """CAA-style mean difference of the last real token's residual, at every layer in one pass.
+
+    Same reading as :func:`actlens.mean_diff_vector` with ``read_position="last"`` (an empty
+    text is read at its BOS), but the negative may be an empty string.
+    """
+    plus = [p for p, _ in pairs]
+    minus = [m for _, m in pairs]
+    sums = {layer: [torch.zeros(int(model.cfg.d_model)), torch.zeros(int(model.cfg.d_model))] for layer in layers}
+    for side, texts in enumerate((plus, minus)):
+        rows = [prompts.encode(model, t) for t in texts]
+        for i in range(0, len(rows), batch_size):
+            batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
+            acts = resid_pre(model, batch.tokens, list(layers), batch.attention_mask)
+            for layer in layers:
+                sums[layer][side] += acts[layer][:, -1].float().sum(0).cpu()  # left-padded: last column is real
+    first = mean_diff_template(model, pairs, layers[0])
+    with torch.inference_mode(False):
+        return {
+            layer: replace(at_layer(first, layer), _values=((s[0] - s[1]) / len(pairs))[None].clone())
+            for layer, s in sums.items()
+        }
+
+
+def mean_diff_template(model: TransformerBridge, pairs: Sequence[tuple[str, str]], layer: int) -> SteeringVector:
+    """A mean-difference :class:`SteeringVector` with this provenance (values filled in later)."""
+    return SteeringVector(
+        _values=torch.zeros(1, int(model.cfg.d_model)), layer=layer, hook_name=hook_name(layer), kind="mean_diff",
+        model=identity(model), compatibility_mode=compatibility_mode(model), bos_row=False,
+        plus=tuple(p for p, _ in pairs), minus=tuple(m for _, m in pairs), read_position="last",
+    )
+
+
+# --- where a steering request lands -------------------------------------------------------
+def steering_addition(
+    model: TransformerBridge, vector: SteeringVector, coeff: float, align: Align, position: int | None
+) -> Addition:
+    """The single :class:`Addition` a one-vector request makes (validates align/position/coeff)."""
+    grouped = additions(model, vector, coeff, align=align, position=position)
+    return next(iter(grouped.values()))[0]
+
+
+def min_length(add: Addition) -> int:
+    """Prompt positions (BOS included) a positional addition needs."""
+    if add.align == "all":
+        return 1
+    return add.k + (0 if add.bos_row or not add.prepend_bos else 1)
+
+
+def injected(add: Addition, batch: prompts.Batch) -> Bool[Tensor, "batch pos"]:
+    """True at every position the addition writes to (the zero BOS row of ActAdd included)."""
+    out = torch.zeros(batch.tokens.shape, dtype=torch.bool)
+    for row, (start, length) in enumerate(zip(batch.starts, batch.lengths, strict=True)):
+        if add.align == "all":
+            out[row, start + int(add.prepend_bos):start + length] = True
+        else:
+            a = _window(add, start, length)
+            out[row, a:a + add.k] = True
+    return out
+
+
+def real_positions(batch: prompts.Batch, *, skip_bos: bool = True) -> Bool[Tensor, "batch pos"]:
+    """True at real tokens (pads excluded), BOS excluded when ``skip_bos``."""
+    out = batch.attention_mask.bool().clone()
+    if skip_bos:
+        for row, start in enumerate(batch.starts):
+            out[row, start] = False
+    return out
+
+
+def encode_texts(
+    model: TransformerBridge, texts: object, add: Addition | None, short_prompt: ShortPrompt = "error"
+) -> tuple[list[str], prompts.Batch]:
+    """Validate and left-pad ``texts``; a text shorter than the injection raises (or is padded)."""
+    _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
+    texts = _validation.texts("texts", texts)
+    need = 1 if add is None else min_length(add)
+    return texts, prompts.encode_batch(model, texts, min_length=need, short_prompt=short_prompt)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows ``rows`` of a batch with leading all-pad columns dropped (from column ``col``)."""
+
+    rows: slice
+    col: int
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    starts: list[int]
+    lengths: list[int]
+
+
+def chunks(batch: prompts.Batch, batch_size: int) -> Iterator[Chunk]:
+    _validation.positive_int("batch_size", batch_size)
+    for i in range(0, len(batch.starts), batch_size):
+        rows = slice(i, min(i + batch_size, len(batch.starts)))
+        col = min(batch.starts[rows])
+        yield Chunk(rows, col, batch.tokens[rows, col:], batch.attention_mask[rows, col:],
+                    [s - col for s in batch.starts[rows]], list(batch.lengths[rows]))
+
+
+def logits(
+    model: TransformerBridge, chunk: Chunk, vector: SteeringVector | None = None, coeff: float = 0.0,
+    align: Align = "front", position: int | None = None,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of one chunk, steered when ``vector`` is given; float32 on CPU."""
+    with torch.inference_mode(), padding(model, chunk.starts, chunk.lengths):
+        if vector is None:
+            out = forward(model, chunk.tokens, chunk.attention_mask)
+        else:
+            with steer(model, vector, coeff, align=align, position=position):
+                out = forward(model, chunk.tokens, chunk.attention_mask)
+    return out.float().cpu()
+
+
+def resid_all(
+    model: TransformerBridge, chunk: Chunk, layers: Sequence[int], vector: SteeringVector | None = None,
+    coeff: float = 0.0, align: Align = "front", position: int | None = None,
+) -> dict[int, Float[Tensor, "batch pos d_model"]]:
+    """``resid_pre`` of one chunk at ``layers`` (steered residuals when ``vector`` is given)."""
+    with torch.inference_mode(), padding(model, chunk.starts, chunk.lengths):
+        if vector is None:
+            return resid_pre(model, chunk.tokens, layers, chunk.attention_mask)
+        # steer() registers first, so the capture hooks at the injection layer see the sum.
+        with steer(model, vector, coeff, align=align, position=position):
+            return resid_pre(model, chunk.tokens, layers, chunk.attention_mask)
+
+
+def token_strings(model: TransformerBridge, ids: Sequence[int]) -> list[str]:
+    return [model.tokenizer.decode([int(i)]) for i in ids]

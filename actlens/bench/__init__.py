@@ -1,0 +1,212 @@
+"""``actlens bench``: generation and forward throughput of actlens against raw Hugging Face.
+
+One process, one model, the same prompts and settings for every row; rows are timed
+interleaved (see :mod:`actlens.bench.timing`) and compared by paired per-repeat ratios.
+Rows (``--rows``, patterns over ``group/name``):
+
+* ``generate/*`` — greedy decoding of exactly ``--new-tokens`` tokens from random-token
+  prompts (BOS first, no padding): raw HF ``generate`` (the baseline), actlens unsteered,
+  actlens with an ActAdd vector (front-aligned, prefill only), actlens ``align="all"``,
+  the steering-vectors library on the raw model (if importable) and the TransformerLens
+  bridge's own ``generate``.
+* ``forward/*`` — raw HF forward (the baseline), ``actlens.forward``, the bridge forward,
+  ``actlens.resid_pre`` of every layer and TransformerLens ``run_with_cache`` of every
+  ``resid_pre``.
+
+Writes ``bench.json`` (timings, machine, versions, targets) and ``bench.html`` (plus
+``bench.png`` when kaleido works) into ``--out``, and prints a markdown table with
+PASS/FAIL per target. New rows are one function each (:mod:`actlens.bench.rows`).
+
+Example (a few seconds)::
+
+    actlens bench --smoke --model tiny --out /tmp/bench
+"""
+
+import argparse
+import fnmatch
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from actlens.bench import extra  # noqa: F401  (registers optional rows when their modules exist)
+from actlens.bench import report, timing
+from actlens.bench.models import MODELS, build
+from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULTS = dict(batch_sizes="1,32", new_tokens=128, prompt_tokens=24, forward_batch=16, forward_tokens=256)
+SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, forward_tokens=16)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="actlens bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=MODELS, default="smollm2-135m",
+                   help="gpt2-xl-random / llama-1b-random are random-weight GPU-sized models (slow on CPU)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--batch-sizes", default=None, help=f"generation batch sizes (default {DEFAULTS['batch_sizes']})")
+    p.add_argument("--new-tokens", type=int, default=None, help=f"tokens to generate (default {DEFAULTS['new_tokens']})")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help=f"generation prompt length, BOS included (default {DEFAULTS['prompt_tokens']})")
+    p.add_argument("--forward-batch", type=int, default=None, help=f"forward batch (default {DEFAULTS['forward_batch']})")
+    p.add_argument("--forward-tokens", type=int, default=None,
+                   help=f"forward sequence length (default {DEFAULTS['forward_tokens']})")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (>= 5 for the report)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (>= 1; the first also checks outputs)")
+    p.add_argument("--rows", default="*", help="comma-separated patterns over row ids, e.g. 'generate/*,forward/hf'; "
+                   f"baselines are always kept. Rows: {', '.join(ROWS)}")
+    p.add_argument("--layer", type=int, default=None, help="steering layer (default min(6, n_layers - 1))")
+    p.add_argument("--coeff", type=float, default=4.0, help="steering coefficient")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-memory", action="store_true", help="skip the untimed peak-memory pass")
+    p.add_argument("--out", default="figures/bench", help="output directory")
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes for a quick check: {SMOKE}")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    return p
+
+
+def _settings(args) -> dict:
+    sizes = SMOKE if args.smoke else DEFAULTS
+    s = {key: getattr(args, key) if getattr(args, key) is not None else sizes[key] for key in DEFAULTS}
+    try:
+        s["batch_sizes"] = [int(b) for b in str(s["batch_sizes"]).split(",") if b.strip()]
+    except ValueError as err:
+        raise ValueError(f"--batch-sizes must be comma-separated integers such as 1,32, got {args.batch_sizes!r}") from err
+    for key in ("new_tokens", "prompt_tokens", "forward_batch", "forward_tokens"):
+        if s[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
+    if not s["batch_sizes"] or min(s["batch_sizes"]) < 1:
+        raise ValueError(f"--batch-sizes must be positive integers such as 1,32, got {args.batch_sizes!r}")
+    if args.repeats < 1 or args.warmup < 1:
+        raise ValueError(f"need --repeats >= 1 and --warmup >= 1, got {args.repeats} and {args.warmup}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device} asked for CUDA but torch sees no GPU; use --device cpu")
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    return s | dict(model=args.model, device=str(device), dtype=dtype, repeats=args.repeats, warmup=args.warmup,
+                    rows=args.rows, coeff=args.coeff, smoke=args.smoke, threads=args.threads)
+
+
+def select_rows(patterns: str) -> list:
+    """Rows matching any pattern (by ``group/name`` or ``name``), plus the baselines of their groups."""
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [r for r in ROWS.values() if any(fnmatch.fnmatch(r.id, p) or fnmatch.fnmatch(r.name, p) for p in pats)]
+    if not chosen:
+        raise ValueError(f"--rows {patterns!r} matches no row; rows are {list(ROWS)}")
+    groups = {r.group for r in chosen}
+    return [r for r in ROWS.values() if r in chosen or (r.baseline and r.group in groups)]
+
+
+def run(args) -> dict:
+    """Build, time and summarise; returns the JSON-ready result."""
+    from actlens.vectors import actadd_vector
+
+    s = _settings(args)
+    if s["threads"]:
+        torch.set_num_threads(s["threads"])
+    device, dtype = torch.device(s["device"]), DTYPES[s["dtype"]]
+    rows = select_rows(s["rows"])
+    _log(f"building {s['model']} on {device} ({s['dtype']})")
+    setup = build(s["model"], device, dtype)
+    n_layers = setup.info["n_layers"]
+    layer = args.layer if args.layer is not None else min(6, n_layers - 1)
+    vector = actadd_vector(setup.model, "Love", "Hate", layer)
+    s |= {"layer": layer, "vector": f"ActAdd 'Love' - 'Hate', k={vector.k}"}
+    work = Workload(setup, vector, s["coeff"])
+    cases = [Case("generate", b, s["prompt_tokens"], s["new_tokens"]) for b in s["batch_sizes"]]
+    cases.append(Case("forward", s["forward_batch"], s["forward_tokens"]))
+
+    thunks, skipped, meta = {}, [], {}
+    for case in cases:
+        for r in rows:
+            if r.group != case.group:
+                continue
+            try:
+                thunks[(case, r)] = r.make(work, case)
+            except Unavailable as err:
+                skipped.append({"id": r.id, "label": r.label, "case": case.key, "reason": str(err)})
+    _log(f"checking {len(thunks)} rows (first warm-up round)")
+    meta = _check(thunks, device)
+    _log(f"timing: {s['warmup'] - 1} more warm-up round(s), {s['repeats']} repeats")
+    seconds = timing.run_interleaved(thunks, device, warmup=s["warmup"] - 1, repeats=s["repeats"], progress=_log)
+    peaks = {}
+    if not args.no_memory:
+        _log("peak-memory pass")
+        timing.prepare_memory_pass(device)
+        peaks = {key: timing.peak_extra_bytes(thunk, device) for key, thunk in thunks.items()}
+
+    records = []
+    for (case, r), secs in seconds.items():
+        base = baseline_of(r.group)
+        rec = report.record(r, case, secs, seconds.get((case, base)))
+        rec["peak_extra_bytes"] = peaks.get((case, r))
+        rec |= meta.get((case, r), {})
+        if r.name in ("actlens-resid_pre", "tl-run_with_cache"):
+            rec["cached_activation_bytes"] = cached_activation_bytes(work, case)
+        records.append(rec)
+    result = {
+        "format": report.FORMAT, "created": report.now(), "machine": report.machine(), "settings": s,
+        "model": setup.info, "memory_method": "not measured (--no-memory)" if args.no_memory else timing.memory_method(device),
+        "process_peak_rss_bytes": timing.process_peak_rss_bytes(), "rows": records, "skipped": skipped,
+    }
+    result["targets"] = report.evaluate_targets(records)
+    return result
+
+
+def _check(thunks: dict, device) -> dict:
+    """Call each row once (untimed): generation rows must return exactly the asked tokens."""
+    outputs, meta = {}, {}
+    for (case, r), thunk in thunks.items():
+        with torch.inference_mode():
+            out = thunk()
+        timing.synchronize(device)
+        if case.group == "generate":
+            if tuple(out.shape) != (case.batch, case.new_tokens):
+                raise RuntimeError(f"row {r.id} made {tuple(out.shape)} tokens for {case.key}; expected "
+                                   f"{(case.batch, case.new_tokens)}: the rows would not do the same work")
+            outputs[(case, r)] = out.cpu()
+    for (case, r), out in outputs.items():
+        base = outputs.get((case, baseline_of(r.group)))
+        if base is not None and r.name in ("actlens", "tl-bridge"):
+            meta[(case, r)] = {"same_tokens_as_baseline": bool(torch.equal(out, base))}
+    return meta
+
+
+def write(result: dict, out: Path) -> dict[str, str]:
+    """Write bench.json, bench.html and (if kaleido works) bench.png into ``out``."""
+    from actlens.plots.bench import fig_bench
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(out / "bench.json"), "html": str(out / "bench.html")}
+    fig = fig_bench(result)
+    fig.write_html(out / "bench.html", include_plotlyjs=True)
+    try:
+        fig.write_image(out / "bench.png")
+        files["png"] = str(out / "bench.png")
+    except Exception as err:  # kaleido missing or broken: HTML only
+        files["png_skipped"] = f"{type(err).__name__}: {err}".splitlines()[0]
+    result["files"] = files
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    return files
+
+
+def _log(msg: str) -> None:
+    print(f"[actlens bench] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        result = run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"actlens bench: error: {err}", file=sys.stderr)
+        return 2
+    files = write(result, Path(args.out))
+    print(report.markdown(result))
+    print(f"\nwrote {', '.join(v for k, v in files.items() if k != 'png_skipped')}"
+          + (f" (no PNG: {files['png_skipped']})" if "png_skipped" in files else ""))
+    failed = [t for t in result["targets"] if not t["passed"]]
+    return 1 if args.strict and failed else 0

@@ -1,0 +1,198 @@
+"""Summaries, targets, machine info and the markdown table of ``actlens bench``."""
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from actlens.bench.timing import paired_ratios, summary
+
+FORMAT = "actlens.bench/1"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A pass/fail check on the paired per-repeat time ratio ``numerator / denominator``.
+
+    ``kind="throughput"`` checks ``denominator_time / numerator_time >= limit``;
+    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``.
+    """
+
+    label: str
+    group: str
+    numerator: str
+    denominator: str
+    kind: str
+    limit: float
+
+
+TARGETS = (
+    Target("actlens ActAdd generate >= 0.95x raw HF generate", "generate", "actlens+actadd", "hf", "throughput", 0.95),
+    Target("steering overhead, ActAdd vs unsteered actlens <= 2 %", "generate", "actlens+actadd", "actlens", "time", 1.02),
+    Target("steering overhead, align='all' vs unsteered actlens <= 2 %", "generate", "actlens+all", "actlens", "time", 1.02),
+    Target("resid_pre of every layer <= 1.1x plain actlens.forward", "forward", "actlens-resid_pre", "actlens", "time", 1.10),
+)
+
+
+def machine() -> dict:
+    """CPU, memory, accelerator and library versions of this run."""
+    import transformer_lens
+    import transformers
+
+    import actlens
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_bytes": _meminfo_total(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "transformer_lens": _version("transformer-lens", getattr(transformer_lens, "__version__", None)),
+        "actlens": actlens.__version__,
+        "steering_vectors": _version("steering-vectors", None),
+        "git_commit": _git_commit(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def _version(dist: str, fallback):
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return fallback
+
+
+def _meminfo_total() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- per-row records -------------------------------------------------------------------------
+def record(row, case, seconds: list[float], baseline_seconds: list[float] | None) -> dict:
+    """One timed (case, row): timings, tokens/s (median and spread) and the paired ratio to the baseline."""
+    s = summary(seconds)
+    n = case.tokens_per_call
+    out = {
+        "id": row.id, "group": row.group, "name": row.name, "label": row.label, "case": case.key,
+        "batch": case.batch, "prompt_tokens": case.prompt_tokens, "new_tokens": case.new_tokens,
+        "tokens_per_call": n, "seconds": seconds, **s,
+        "tok_s_median": n / s["median_s"], "tok_s_q1": n / s["q3_s"], "tok_s_q3": n / s["q1_s"],
+        "tok_s_min": n / s["max_s"], "tok_s_max": n / s["min_s"],
+    }
+    if baseline_seconds is not None:
+        ratios = paired_ratios(baseline_seconds, seconds)  # throughput ratio: baseline time / row time
+        out |= {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    return out
+
+
+def evaluate_targets(rows: list[dict]) -> list[dict]:
+    """Each target for each case where both of its rows were timed."""
+    by_key = {(r["group"], r["case"], r["name"]): r for r in rows}
+    cases = sorted({(r["group"], r["case"], r["batch"]) for r in rows}, key=lambda c: (c[0], c[2]))
+    results = []
+    for target in TARGETS:
+        for group, case, _ in cases:
+            num, den = by_key.get((group, case, target.numerator)), by_key.get((group, case, target.denominator))
+            if group != target.group or num is None or den is None:
+                continue
+            time_ratios = paired_ratios(num["seconds"], den["seconds"])
+            if target.kind == "throughput":
+                values = [1 / r for r in time_ratios]
+                value, passed = statistics.median(values), statistics.median(values) >= target.limit
+                relation = ">="
+            else:
+                values = time_ratios
+                value, passed = statistics.median(values), statistics.median(values) <= target.limit
+                relation = "<="
+            results.append({"target": target.label, "case": case, "kind": target.kind, "value": value,
+                            "min": min(values), "max": max(values), "relation": relation, "limit": target.limit,
+                            "passed": bool(passed)})
+    return results
+
+
+# --- markdown -------------------------------------------------------------------------------------
+def _tok_s(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.3g}"
+
+
+def _mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def markdown(result: dict) -> str:
+    """The results table, the model's memory and the PASS/FAIL lines, as markdown."""
+    info, settings = result["model"], result["settings"]
+    lines = [
+        f"## actlens bench: {info['name']} ({info['architecture']}, {info['parameters']:,} parameters, "
+        f"{info['dtype']}) on {result['machine']['cuda_device'] or result['machine']['cpu']}",
+        "",
+        f"{settings['repeats']} timed repeats after {settings['warmup']} warm-up, rows interleaved; tok/s = "
+        "tokens per call / seconds (generation: new tokens, prefill included). Ratio = paired per-repeat "
+        "throughput ratio to the baseline row of the same case (median [min-max]).",
+        "",
+        "| case | row | tok/s median | tok/s IQR | ratio to baseline | peak extra memory |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        ratio = (f"{r['ratio_median']:.3f} [{r['ratio_min']:.3f}-{r['ratio_max']:.3f}]"
+                 if "ratio_median" in r else "n/a")
+        memory = _mib(r.get("peak_extra_bytes"))
+        if "cached_activation_bytes" in r:
+            memory += f" (cache {_mib(r['cached_activation_bytes'])})"
+        lines.append(f"| {r['case']} | {r['label']} | {_tok_s(r['tok_s_median'])} | "
+                     f"{_tok_s(r['tok_s_q1'])}-{_tok_s(r['tok_s_q3'])} | {ratio} | {memory} |")
+    for s in result["skipped"]:
+        lines.append(f"| {s['case']} | {s['label']} | skipped: {s['reason']} | | | |")
+    lines += [
+        "",
+        f"Weights: {_mib(info['weight_bytes_actlens'])} for the actlens bridge and its fast tree together "
+        f"(shared tensors: {info['fast_tree_shares_weights']}), plus {_mib(info['weight_bytes_raw_copy'])} for the "
+        f"raw HF baseline copy, which only the benchmark holds. Attention: raw {info['attn_implementation_raw']}, "
+        f"fast tree {info['attn_implementation_fast_tree']}. Memory: {result['memory_method']}; process peak RSS "
+        f"{_mib(result.get('process_peak_rss_bytes'))}.",
+        "",
+        "| target | case | value [min-max over repeats] | result |",
+        "|---|---|---|---|",
+    ]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | {t['case']} | {t['value']:.3f} [{t['min']:.3f}-{t['max']:.3f}] "
+                     f"{t['relation']} {t['limit']} | {'PASS' if t['passed'] else 'FAIL'} |")
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""``actlens steer`` / ``actlens demo``, and the measurement that picked the demo's settings.
+
+The embedded SmolLM2-135M is a hard steering subject (shared research note: its first
+positions carry residual norms 5-8x the typical norm, so a front-aligned ActAdd vector is
+dominated by them). The demo's settings are therefore not the paper's but the candidate
+that measurably moved sentiment in ``actlens demo --measure`` (VADER over 24 prompts x 3
+seeds, against unsteered completions and a norm-matched random vector; see README).
+"""
+
+import argparse
+from dataclasses import asdict, dataclass
+
+from actlens import generation, metrics
+from actlens.model import load_model
+from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
+
+
+@dataclass(frozen=True)
+class Settings:
+    kind: str  # "actadd" (one pair) or "mean_diff" (SENTIMENT_PAIRS, last-token reads)
+    layer: int
+    coeff: float
+    align: str
+    position: int | None = None
+    plus: str = "Love"
+    minus: str = "Hate"
+    max_new_tokens: int = 40
+    prompt: str = "I hate you because"
+
+    @property
+    def label(self) -> str:
+        what = f"{self.plus}-{self.minus}" if self.kind == "actadd" else "mean-diff"
+        pos = f" pos {self.position}" if self.position is not None else ""
+        return f"{what} L{self.layer} c{self.coeff:g} {self.align}{pos}"
+
+
+# Positive/negative statements that differ in sentiment only (for the mean-difference vector).
+SENTIMENT_PAIRS = [
+    ("I love this, it makes me so happy.", "I hate this, it makes me so angry."),
+    ("What a wonderful day, everything went well.", "What a terrible day, everything went wrong."),
+    ("You are kind and I adore you.", "You are cruel and I despise you."),
+    ("The food was delicious and the staff were lovely.", "The food was disgusting and the staff were rude."),
+    ("I am grateful for my friends.", "I am furious with my friends."),
+    ("This film is a joyful masterpiece.", "This film is a miserable disaster."),
+    ("We had a great time and laughed a lot.", "We had an awful time and cried a lot."),
+    ("She is brilliant and generous.", "She is stupid and selfish."),
+    ("I feel calm, hopeful and loved.", "I feel tense, hopeless and hated."),
+    ("Thank you, this is perfect.", "Damn you, this is useless."),
+    ("The trip was beautiful and relaxing.", "The trip was ugly and exhausting."),
+    ("I am so proud of what we built.", "I am so ashamed of what we built."),
+]
+
+# Prompts for the sentiment measurement: neutral or negative openings.
+EVAL_PROMPTS = [
+    "I hate you because", "My neighbour is", "Yesterday I went to the store and", "The weather today is",
+    "I think that my boss", "When I came home, my family", "The movie I watched last night was",
+    "Honestly, my new job is", "The food at the restaurant was", "My brother told me that",
+    "I woke up this morning feeling", "The meeting at work was", "Our trip to the city was",
+    "I read the news and", "The teacher said that", "My phone broke and", "The book I am reading is",
+    "This town is", "When I think about the future, I", "The service at the hotel was",
+    "I talked to my friend and", "The concert last night was", "After the long week, I feel", "My car is",
+]
+
+# Chosen by `actlens demo --measure` (README: "Does the demo steer?").
+DEMO = Settings(kind="mean_diff", layer=12, coeff=4.0, align="all")
+
+CANDIDATES = [
+    Settings(kind="actadd", layer=6, coeff=5.0, align="front"),  # the paper's toxicity settings (H5 harness)
+    Settings(kind="actadd", layer=6, coeff=1.0, align="front"),
+    Settings(kind="actadd", layer=15, coeff=3.0, align="front"),
+    Settings(kind="actadd", layer=12, coeff=0.5, align="all", position=1),
+    Settings(kind="mean_diff", layer=8, coeff=4.0, align="all"),
+    Settings(kind="mean_diff", layer=12, coeff=4.0, align="all"),
+]
+
+
+def make_vector(model, s: Settings) -> SteeringVector:
+    if s.kind == "actadd":
+        return actadd_vector(model, s.plus, s.minus, s.layer)
+    return mean_diff_vector(model, SENTIMENT_PAIRS, s.layer)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``actlens steer`` and ``actlens demo``."""
+    if getattr(args, "measure", False):
+        return _print_measurement(args)
+    align = args.align or ("front" if args.kind == "actadd" else "all")
+    position = 1 if align == "all" and args.kind == "actadd" else None
+    s = Settings(kind=args.kind, layer=args.layer, coeff=args.coeff, align=align, position=position,
+                 plus=args.plus, minus=args.minus, max_new_tokens=args.max_new_tokens)
+    prompts = args.prompt or [DEMO.prompt]
+    model = load_model(args.model)
+    vector = make_vector(model, s)
+    if args.save:
+        print(f"saved {vector!r} to {vector.save(args.save)}")
+    print(f"# {args.model}: {s.label}; sampling T=1, top_p=0.3, freq_penalty=1\n")
+    for seed in range(args.seed, args.seed + args.n):
+        out = generation.generate(model, prompts, vector=vector, coeff=s.coeff, align=s.align, position=s.position,
+                                  max_new_tokens=s.max_new_tokens, seed=seed, paired=True)
+        print(f"## seed {seed}\n{out}")
+    return 0
+
+
+def measure(model, candidates=CANDIDATES, prompts=EVAL_PROMPTS, seeds=(0, 1, 2), max_new_tokens: int = 40):
+    """VADER sentiment of unsteered, steered and random-control completions, per candidate.
+
+    Returns a tidy DataFrame: one row per (condition, prompt, seed) with the completion and
+    its compound score; conditions are "unsteered" and "<label>" / "<label> [random]".
+    """
+    import pandas as pd
+
+    rows = []
+
+    def add(condition: str, settings: Settings | None, vector: SteeringVector | None):
+        for seed in seeds:
+            kw = dict(max_new_tokens=max_new_tokens, seed=seed)
+            if vector is not None:
+                kw |= dict(vector=vector, coeff=settings.coeff, align=settings.align, position=settings.position)
+            out = generation.generate(model, list(prompts), **kw)
+            for p, text, score in zip(prompts, out.completions, metrics.sentiment(out.completions), strict=True):
+                rows.append(dict(condition=condition, prompt=p, seed=seed, completion=text, sentiment=score,
+                                 settings=asdict(settings) if settings else None))
+
+    add("unsteered", None, None)
+    for s in candidates:
+        v = make_vector(model, s)
+        add(s.label, s, v)
+        add(f"{s.label} [random]", s, random_like(v, seed=0))
+    return pd.DataFrame(rows)
+
+
+def summarise(frame):
+    """Mean sentiment with 95% bootstrap CIs, and the paired shift against unsteered."""
+    import pandas as pd
+
+    base = frame[frame.condition == "unsteered"].set_index(["prompt", "seed"]).sentiment
+    out = []
+    for condition, group in frame.groupby("condition", sort=False):
+        scores = group.sentiment.to_numpy()
+        shift = (group.set_index(["prompt", "seed"]).sentiment - base).to_numpy()
+        lo, hi = metrics.bootstrap_ci(scores)
+        slo, shi = metrics.bootstrap_ci(shift)
+        out.append(dict(condition=condition, n=len(scores), mean=scores.mean(), ci_low=lo, ci_high=hi,
+                        shift=shift.mean(), shift_low=slo, shift_high=shi))
+    return pd.DataFrame(out)
+
+
+def _print_measurement(args) -> int:
+    model = load_model(args.model)
+    frame = measure(model, seeds=tuple(range(args.seed, args.seed + 3)), max_new_tokens=args.max_new_tokens)
+    table = summarise(frame)
+    print(markdown(table))
+    if args.measure_out:
+        frame.to_json(args.measure_out, orient="records", indent=1)
+        print(f"\nwrote {len(frame)} completions to {args.measure_out}")
+    return 0
+
+
+def markdown(table) -> str:
+    """A DataFrame as a GitHub markdown table (floats with 3 decimals)."""
+    cells = [[f"{v:+.3f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    head = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "---|" * len(table.columns)
+    return "\n".join([head, rule, *("| " + " | ".join(r) + " |" for r in cells)])

@@ -1,0 +1,74 @@
+"""Generation: cache, batching, seeds, pairing, and the TransformerLens 4.3 KV-cache shim."""
+
+import pytest
+import torch
+
+import actlens
+from actlens import prompts
+
+PROMPTS = ["I think that you are", "Hello there, my good friend", "Why"]
+
+
+def _greedy(model, texts, **kw):
+    return actlens.generate(model, texts, temperature=0, max_new_tokens=8, stop_at_eos=False, **kw).tokens
+
+
+@pytest.mark.parametrize("align", ["front", "back", "all"])
+def test_cached_uncached_and_batched_agree(tiny, align):
+    v = actlens.actadd_vector(tiny, "Hi", "Yo", 2)  # k=3 fits every prompt
+    kw = dict(vector=v, coeff=4.0, align=align, position=1)
+    cached = _greedy(tiny, PROMPTS, **kw)
+    assert cached == _greedy(tiny, PROMPTS, use_cache=False, **kw)
+    assert cached == [_greedy(tiny, [p], **kw)[0] for p in PROMPTS]
+    assert cached != _greedy(tiny, PROMPTS)  # and steering did something
+
+
+def test_same_seed_same_samples_and_paired_shares_the_seed(tiny):
+    v = actlens.actadd_vector(tiny, "Hi", "Yo", 1)
+    kw = dict(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=7)
+    a = actlens.generate(tiny, PROMPTS, **kw)
+    assert a.tokens == actlens.generate(tiny, PROMPTS, **kw).tokens
+    assert a.tokens != actlens.generate(tiny, PROMPTS, **(kw | {"seed": 8})).tokens
+    pair = actlens.generate(tiny, PROMPTS, vector=v, coeff=8.0, paired=True, **kw)
+    assert pair.unsteered.tokens == a.tokens
+    assert pair.steered.tokens == actlens.generate(tiny, PROMPTS, vector=v, coeff=8.0, **kw).tokens
+    assert "steered:" in str(pair)
+
+
+def test_frequency_penalty_ignores_left_padding(tiny_hf_model):
+    from actlens.generation import FrequencyPenalty
+
+    pad = prompts.pad_token_id(tiny_hf_model)
+    ids = torch.tensor([[pad, pad, 5, 6, 6], [3, 4, 5, 6, 6]])
+    scores = torch.zeros(2, tiny_hf_model.cfg.d_vocab)
+    out = FrequencyPenalty(1.0, torch.tensor([2, 0]))(ids, scores)
+    assert out[0, pad] == 0 and out[0, 6] == -2 and out[1, 3] == -1
+
+
+def test_bridge_generate_cached_equals_uncached(tiny_hf_model):
+    """Guards the TL 4.3 KV-cache shim in actlens/model.py (transformers 5.2x passes `cache=`)."""
+    tokens = torch.tensor([prompts.encode(tiny_hf_model, "Hello there")])
+    kw = dict(max_new_tokens=8, do_sample=False, stop_at_eos=False, verbose=False)
+    cached = tiny_hf_model.generate(tokens, use_past_kv_cache=True, **kw)
+    uncached = tiny_hf_model.generate(tokens, use_past_kv_cache=False, **kw)
+    assert torch.equal(cached, uncached)
+
+
+def test_actlens_greedy_equals_bridge_generate(tiny_hf_model):
+    tokens = torch.tensor([prompts.encode(tiny_hf_model, "Hello there")])
+    bridge = tiny_hf_model.generate(tokens, max_new_tokens=8, do_sample=False, stop_at_eos=False, verbose=False)
+    ours = actlens.generate(tiny_hf_model, "Hello there", temperature=0, freq_penalty=0, max_new_tokens=8,
+                            stop_at_eos=False)
+    assert bridge[0, tokens.shape[1]:].tolist() == ours.tokens[0]
+
+
+def test_generation_settings_are_validated_before_running(tiny):
+    v = actlens.actadd_vector(tiny, "Hi", "Yo", 1)
+    with pytest.raises(ValueError, match="paired=True"):
+        actlens.generate(tiny, "Hello", paired=True)
+    with pytest.raises(ValueError, match="finite"):
+        actlens.generate(tiny, "Hello there", vector=v, coeff=float("nan"))
+    with pytest.raises(ValueError, match="top_p"):
+        actlens.generate(tiny, "Hello", top_p=0.0)
+    with pytest.raises(ValueError, match="context"):
+        actlens.generate(tiny, "x" * 300)
