@@ -105,7 +105,7 @@ def resid_pre_layer(direction: int) -> int:
 # --- export -------------------------------------------------------------------------------
 def _one_direction(vector: SteeringVector, reduce: str, position: int | None) -> tuple[Tensor, str]:
     """One row for ``vector``, and a description of the reduction ("" when none was needed)."""
-    values = vector.values.float()
+    values = vector.values.detach().float().cpu()  # vectors from a model split over GPUs live on its devices
     if vector.k == 1:
         return values[0], ""
     if reduce == "error":
@@ -123,7 +123,9 @@ def _one_direction(vector: SteeringVector, reduce: str, position: int | None) ->
     if position is None:
         raise ValueError("reduce='position' needs position=i, the row to export (e.g. position=1)")
     if isinstance(position, bool) or not isinstance(position, int) or not -vector.k <= position < vector.k:
-        raise ValueError(f"position must be an int in [{-vector.k}, {vector.k}) for this k={vector.k} vector, got {position!r}")
+        raise ValueError(
+            f"position must be an int in [{-vector.k}, {vector.k}) for this k={vector.k} vector, got {position!r}"
+        )
     return values[position], f"row {position % vector.k} of {vector.k}"
 
 
@@ -199,11 +201,14 @@ def to_gguf(
         if gguf_direction(vec.layer) in directions:
             raise ValueError(
                 f"two vectors at layer {vec.layer}; a file holds one direction per layer. Add them first "
-                "(a.with_values(a.values + b.values)) or write two files (llama.cpp sums several --control-vector files)"
+                "(a.with_values(a.values + b.values)) or write two files (llama.cpp sums several "
+                "--control-vector files)"
             )
         row, how = _one_direction(vec, reduce, position)
         if not torch.isfinite(row).all():
-            raise ValueError(f"the vector at layer {vec.layer} has non-finite values (nan or inf); it cannot be exported")
+            raise ValueError(
+                f"the vector at layer {vec.layer} has non-finite values (nan or inf); it cannot be exported"
+            )
         if how:
             warnings.warn(
                 f"exporting the k={vec.k} vector at layer {vec.layer} as {how} (reduce={reduce!r}); the per-position "
@@ -454,7 +459,8 @@ def from_pt(
         raise ValueError(f"{path}: the vector for layer {layer} holds non-finite values (nan or inf)")
     tl_layer = layer + 1 if convention == "hf_output" else layer
     if not 0 <= tl_layer < target.n_layers:
-        last = " (the output of the last decoder layer, which no hook_resid_pre sees)" if tl_layer == target.n_layers else ""
+        last = (" (the output of the last decoder layer, which no hook_resid_pre sees)"
+                if tl_layer == target.n_layers else "")
         valid = f"[0, {target.n_layers - 1})" if convention == "hf_output" else f"[0, {target.n_layers})"
         raise ValueError(
             f"layer {layer} with convention={convention!r} is blocks.{tl_layer}.hook_resid_pre{last}; for this "

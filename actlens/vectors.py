@@ -6,9 +6,11 @@ compatibility mode (weight processing, which changes LayerNorm models' residuals
 """
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -108,6 +110,21 @@ class SteeringVector:
                 f"but the model has it {'on' if mode else 'off'}; LayerNorm residuals differ between modes, "
                 "so extract and apply in one mode"
             )
+
+    # --- interchange (actlens.interchange): llama.cpp / repeng GGUF control vectors --------
+    def to_gguf(self, path: str | os.PathLike, *, reduce: Literal["error", "sum", "mean", "position"] = "error",
+                position: int | None = None, model_hint: str | None = None) -> Path:
+        """Write a llama.cpp control vector; see :func:`actlens.interchange.to_gguf` (lossy for k > 1)."""
+        from actlens import interchange
+
+        return interchange.to_gguf(self, path, reduce=reduce, position=position, model_hint=model_hint)
+
+    @staticmethod
+    def from_gguf(path: str | os.PathLike, model: TransformerBridge) -> dict[int, "SteeringVector"]:
+        """Read a llama.cpp / repeng control vector, keyed by actlens layer."""
+        from actlens import interchange
+
+        return interchange.from_gguf(path, model)
 
     # --- save / load: safetensors with JSON metadata, never pickle -----------------------
     def metadata(self) -> dict:

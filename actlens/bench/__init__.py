@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-tokens", type=int, default=None,
                    help=f"forward sequence length (default {DEFAULTS['forward_tokens']})")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (>= 5 for the report)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (>= 1; the first also checks outputs)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds (>= 1; the first also checks outputs)")
     p.add_argument("--rows", default="*", help="comma-separated patterns over row ids, e.g. 'generate/*,forward/hf'; "
                    f"baselines are always kept. Rows: {', '.join(ROWS)}")
     p.add_argument("--layer", type=int, default=None, help="steering layer (default min(6, n_layers - 1))")
@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the untimed peak-memory pass")
     p.add_argument("--out", default="figures/bench", help="output directory")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG (kaleido starts a browser: seconds)")
     p.add_argument("--smoke", action="store_true", help=f"tiny sizes for a quick check: {SMOKE}")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
     return p
@@ -175,19 +176,22 @@ def _check(thunks: dict, device) -> dict:
     return meta
 
 
-def write(result: dict, out: Path) -> dict[str, str]:
-    """Write bench.json, bench.html and (if kaleido works) bench.png into ``out``."""
+def write(result: dict, out: Path, *, png: bool = True) -> dict[str, str]:
+    """Write bench.json, bench.html and (if ``png`` and kaleido works) bench.png into ``out``."""
     from actlens.plots.bench import fig_bench
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "bench.json"), "html": str(out / "bench.html")}
     fig = fig_bench(result)
     fig.write_html(out / "bench.html", include_plotlyjs=True)
-    try:
-        fig.write_image(out / "bench.png")
-        files["png"] = str(out / "bench.png")
-    except Exception as err:  # kaleido missing or broken: HTML only
-        files["png_skipped"] = f"{type(err).__name__}: {err}".splitlines()[0]
+    if not png:
+        files["png_skipped"] = "--no-png"
+    else:
+        try:
+            fig.write_image(out / "bench.png")
+            files["png"] = str(out / "bench.png")
+        except Exception as err:  # kaleido missing or broken (no browser): HTML only
+            files["png_skipped"] = f"{type(err).__name__}: {err}".splitlines()[0]
     result["files"] = files
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     return files
@@ -199,12 +203,15 @@ def _log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    threads = torch.get_num_threads()
     try:
         result = run(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"actlens bench: error: {err}", file=sys.stderr)
         return 2
-    files = write(result, Path(args.out))
+    finally:
+        torch.set_num_threads(threads)  # --threads must not leak into a caller (e.g. a test session)
+    files = write(result, Path(args.out), png=not args.no_png)
     print(report.markdown(result))
     print(f"\nwrote {', '.join(v for k, v in files.items() if k != 'png_skipped')}"
           + (f" (no PNG: {files['png_skipped']})" if "png_skipped" in files else ""))

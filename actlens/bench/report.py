@@ -119,7 +119,9 @@ def record(row, case, seconds: list[float], baseline_seconds: list[float] | None
     }
     if baseline_seconds is not None:
         ratios = paired_ratios(baseline_seconds, seconds)  # throughput ratio: baseline time / row time
-        out |= {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+        q = summary(ratios)
+        out |= {"ratio_median": q["median_s"], "ratio_q1": q["q1_s"], "ratio_q3": q["q3_s"],
+                "ratio_min": q["min_s"], "ratio_max": q["max_s"]}
     return out
 
 
@@ -142,9 +144,10 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
                 values = time_ratios
                 value, passed = statistics.median(values), statistics.median(values) <= target.limit
                 relation = "<="
+            q = summary(values)
             results.append({"target": target.label, "case": case, "kind": target.kind, "value": value,
-                            "min": min(values), "max": max(values), "relation": relation, "limit": target.limit,
-                            "passed": bool(passed)})
+                            "q1": q["q1_s"], "q3": q["q3_s"], "min": q["min_s"], "max": q["max_s"],
+                            "relation": relation, "limit": target.limit, "passed": bool(passed)})
     return results
 
 
@@ -166,13 +169,13 @@ def markdown(result: dict) -> str:
         "",
         f"{settings['repeats']} timed repeats after {settings['warmup']} warm-up, rows interleaved; tok/s = "
         "tokens per call / seconds (generation: new tokens, prefill included). Ratio = paired per-repeat "
-        "throughput ratio to the baseline row of the same case (median [min-max]).",
+        "throughput ratio to the baseline row of the same case: median [IQR] (min-max in bench.json).",
         "",
         "| case | row | tok/s median | tok/s IQR | ratio to baseline | peak extra memory |",
         "|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        ratio = (f"{r['ratio_median']:.3f} [{r['ratio_min']:.3f}-{r['ratio_max']:.3f}]"
+        ratio = (f"{r['ratio_median']:.3f} [{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}]"
                  if "ratio_median" in r else "n/a")
         memory = _mib(r.get("peak_extra_bytes"))
         if "cached_activation_bytes" in r:
@@ -189,10 +192,11 @@ def markdown(result: dict) -> str:
         f"fast tree {info['attn_implementation_fast_tree']}. Memory: {result['memory_method']}; process peak RSS "
         f"{_mib(result.get('process_peak_rss_bytes'))}.",
         "",
-        "| target | case | value [min-max over repeats] | result |",
+        "| target | case | paired median [IQR] [min-max] vs limit | result |",
         "|---|---|---|---|",
     ]
     for t in result["targets"]:
-        lines.append(f"| {t['target']} | {t['case']} | {t['value']:.3f} [{t['min']:.3f}-{t['max']:.3f}] "
+        lines.append(f"| {t['target']} | {t['case']} | {t['value']:.3f} [{t['q1']:.3f}-{t['q3']:.3f}] "
+                     f"[{t['min']:.3f}-{t['max']:.3f}] "
                      f"{t['relation']} {t['limit']} | {'PASS' if t['passed'] else 'FAIL'} |")
     return "\n".join(lines)

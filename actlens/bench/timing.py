@@ -37,7 +37,6 @@ def synchronize(device: torch.device) -> None:
 
 def time_call(thunk: Thunk, device: torch.device) -> float:
     """Seconds for one call of ``thunk`` (inference mode, gc paused, device synchronised)."""
-    gc.collect()
     gc.disable()
     try:
         with torch.inference_mode():
@@ -61,19 +60,29 @@ def serpentine(items: list, repeat: int) -> list:
 
 def run_interleaved(thunks: dict, device: torch.device, *, warmup: int, repeats: int,
                     progress: Callable[[str], None] | None = None) -> dict[object, list[float]]:
-    """Seconds per repeat for each key of ``thunks`` (warm-up calls untimed)."""
+    """Seconds per repeat for each key of ``thunks`` (warm-up calls untimed).
+
+    The model's objects are frozen out of the garbage collector's view (``gc.freeze``), so
+    the one collection per repeat, outside the timed calls, is cheap.
+    """
     keys = list(thunks)
-    for w in range(warmup):
-        for key in serpentine(keys, w):
-            with torch.inference_mode():
-                thunks[key]()
-            synchronize(device)
-    seconds: dict[object, list[float]] = {key: [] for key in keys}
-    for r in range(repeats):
-        for key in serpentine(keys, r):
-            seconds[key].append(time_call(thunks[key], device))
-        if progress:
-            progress(f"repeat {r + 1}/{repeats} done")
+    gc.collect()
+    gc.freeze()
+    try:
+        for w in range(warmup):
+            for key in serpentine(keys, w):
+                with torch.inference_mode():
+                    thunks[key]()
+                synchronize(device)
+        seconds: dict[object, list[float]] = {key: [] for key in keys}
+        for r in range(repeats):
+            gc.collect()
+            for key in serpentine(keys, r):
+                seconds[key].append(time_call(thunks[key], device))
+            if progress:
+                progress(f"repeat {r + 1}/{repeats} done")
+    finally:
+        gc.unfreeze()
     return seconds
 
 
@@ -153,7 +162,6 @@ def prepare_memory_pass(device: torch.device) -> None:
 
 def peak_extra_bytes(thunk: Thunk, device: torch.device) -> int | None:
     """Peak memory above the level before one untimed call of ``thunk`` (None if unmeasurable)."""
-    gc.collect()
     with torch.inference_mode():
         if device.type == "cuda":
             synchronize(device)

@@ -1,0 +1,293 @@
+"""Many steering settings in one batch: per-row steering and batch-independent sampling.
+
+Sweeps put settings on the batch dimension: row ``r`` of a batch gets its own steering
+:class:`Request` (vector, coefficient, alignment) or none. :func:`steer_rows` is the per-row
+generalisation of :func:`actlens.steer`: one hook per layer that any row steers, adding each
+row's values only to that row, at the positions :func:`actlens.intervene._window` gives
+(front/mid/back) or at every position after BOS (``all``). Like ``steer`` it is scoped (all
+hooks go on exit, also on error) and pure (hooks return a new tensor).
+
+Sampling is *keyed per row*: each row draws Gumbel noise from its own generator, seeded from
+the row's key (for sweeps: the seed and the prompt), and takes the arg-max of the processed
+scores plus the noise. This samples exactly from the same distribution as the paper's
+settings (temperature, frequency penalty, top-p, applied in :mod:`actlens.generation`'s
+order), but a row's tokens depend only on its prompt, request and key, never on the other
+rows of its batch. So a batched sweep and a one-setting-at-a-time run give the same tokens,
+and the unsteered and steered completions of one key share their random numbers (paired
+comparisons). These samples differ from :func:`actlens.generate`'s, which share one random
+stream per batch.
+"""
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import TransformerBridge
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+from actlens import _validation, prompts
+from actlens.generation import FrequencyPenalty
+from actlens.intervene import Addition, Steering, _window, additions, padding
+from actlens.model import Positions, device_of, fast_tree, forward, hook_name, record_past, state
+from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
+
+
+@dataclass(frozen=True)
+class Request:
+    """One row's steering: as the arguments of :func:`actlens.steer`."""
+
+    vector: Steering
+    coeff: float = 1.0
+    align: Align = "front"
+    position: int | None = None
+
+    def __post_init__(self) -> None:
+        _validation.choice("align", self.align, ALIGNS)
+        _validation.finite("coeff", self.coeff)
+
+
+def _row_additions(model: TransformerBridge, requests: Sequence[Request | None]) -> list[dict[int, list[Addition]]]:
+    """Validated additions per row, grouped by layer (validation runs once per distinct request)."""
+    seen: dict[int, dict[int, list[Addition]]] = {}
+    out = []
+    for req in requests:
+        if req is None:
+            out.append({})
+            continue
+        if not isinstance(req, Request):
+            raise TypeError(f"each row needs an actlens.batched.Request or None, got {type(req).__name__}")
+        if id(req) not in seen:
+            seen[id(req)] = additions(model, req.vector, req.coeff, align=req.align, position=req.position)
+        out.append(seen[id(req)])
+    return out
+
+
+def min_length(model: TransformerBridge, request: Request | None) -> int:
+    """Prompt positions (BOS included) that ``request`` needs: 1 without a positional vector."""
+    if request is None or request.align == "all":
+        return 1
+    grouped = additions(model, request.vector, request.coeff, align=request.align, position=request.position)
+    return max(a.k + (0 if a.bos_row or not a.prepend_bos else 1) for adds in grouped.values() for a in adds)
+
+
+def _row_hook(rows: list[list[Addition]], positions: Positions):
+    """Hook for one layer: row r gets ``rows[r]`` (possibly nothing); returns a new tensor."""
+    cast: dict[tuple, dict[int, Tensor]] = {}
+    prompt_lengths: list[int] = []
+
+    def hook(resid: Tensor, *, hook) -> Tensor:
+        batch, seq, _ = resid.shape
+        past = positions.past
+        starts, lengths = positions.starts, positions.lengths
+        if starts is None or lengths is None or len(starts) != batch:  # unpadded rows (plain model(tokens))
+            starts = [0] * batch
+            if past == 0:
+                prompt_lengths[:] = [seq] * batch
+            lengths = prompt_lengths if len(prompt_lengths) == batch else [past + seq] * batch
+        if len(rows) != batch:
+            raise ValueError(
+                f"steer_rows was given {len(rows)} row requests but the batch has {batch} rows; "
+                "pass one request (or None) per row"
+            )
+        deltas = cast.setdefault((resid.device, resid.dtype), {})
+        total: Tensor | None = None
+        for row, adds in enumerate(rows):
+            for add in adds:
+                delta = deltas.get(id(add))
+                if delta is None:
+                    delta = deltas[id(add)] = add.delta.to(device=resid.device, dtype=resid.dtype)
+                if add.align == "all":
+                    lo, hi, values = max(starts[row] + int(add.prepend_bos) - past, 0), seq, delta[0]
+                else:
+                    a = _window(add, starts[row], lengths[row])
+                    lo, hi = max(a - past, 0), min(a + add.k - past, seq)
+                    values = delta[lo + past - a:hi + past - a]
+                if lo < hi:
+                    total = torch.zeros_like(resid) if total is None else total
+                    total[row, lo:hi] += values
+        return resid if total is None else resid + total
+
+    return hook
+
+
+@contextlib.contextmanager
+def steer_rows(model: TransformerBridge, requests: Sequence[Request | None]) -> Iterator[TransformerBridge]:
+    """Steer row ``r`` of every batch run inside the block with ``requests[r]`` (``None``: unsteered).
+
+    Run padded batches through :func:`actlens.forward` inside :func:`actlens.intervene.padding`
+    (as :func:`forward_rows` and :func:`generate_rows` do) so the hooks know where rows start.
+
+    >>> from actlens.tiny import tiny_model
+    >>> from actlens.vectors import actadd_vector
+    >>> model = tiny_model()
+    >>> v = actadd_vector(model, "Love", "Hate", layer=1)
+    >>> tokens = torch.tensor([[0, 40, 41, 42, 43, 44]] * 2)
+    >>> with steer_rows(model, [None, Request(v, 4.0)]):
+    ...     logits = model(tokens)
+    >>> bool(torch.equal(logits[0], model(tokens)[0])), bool(torch.equal(logits[1], model(tokens)[1]))
+    (True, False)
+    """
+    per_row = _row_additions(model, requests)
+    layers = sorted({layer for grouped in per_row for layer in grouped})
+    st = state(model)
+    handles = []
+    try:
+        for layer in layers:  # the bridge path records the KV-cache length here; the fast tree records its own
+            handles.append(model.blocks[layer].register_forward_pre_hook(
+                record_past(st.positions, layer), with_kwargs=True))
+        hooks = [(hook_name(layer), _row_hook([g.get(layer, []) for g in per_row], st.positions)) for layer in layers]
+        with model.hooks(fwd_hooks=hooks):
+            yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def encode_rows(
+    model: TransformerBridge, texts: Sequence[str], requests: Sequence[Request | None], *,
+    short_prompt: ShortPrompt = "error", max_new_tokens: int = 0,
+) -> list[list[int]]:
+    """BOS + tokens per row, long enough for the row's request (or padded, ``short_prompt="pad"``)."""
+    _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
+    if len(texts) != len(requests):
+        raise ValueError(f"got {len(texts)} texts but {len(requests)} requests; pass one request (or None) per text")
+    need = {id(r): min_length(model, r) for r in requests}
+    return [prompts.encode_batch(model, [t], min_length=need[id(r)], short_prompt=short_prompt,
+                                 max_new_tokens=max_new_tokens).tokens[0].tolist()
+            for t, r in zip(texts, requests, strict=True)]
+
+
+def forward_rows(
+    model: TransformerBridge, rows: Sequence[Sequence[int]], requests: Sequence[Request | None]
+) -> tuple[Float[Tensor, "batch pos d_vocab"], prompts.Batch]:
+    """Logits of left-padded token rows, row ``r`` steered by ``requests[r]``.
+
+    >>> from actlens.tiny import tiny_model
+    >>> logits, batch = forward_rows(tiny_model(), [[0, 40, 41], [0, 40]], [None, None])
+    >>> tuple(logits.shape[:2]), batch.starts
+    ((2, 3), [0, 1])
+    """
+    if len(rows) != len(requests) or not rows:
+        raise ValueError(f"need one request per row and at least one row, got {len(rows)} rows, {len(requests)} requests")
+    batch = prompts.left_pad([list(r) for r in rows], prompts.pad_token_id(model))
+    with torch.inference_mode(), padding(model, batch.starts, batch.lengths), steer_rows(model, requests):
+        logits = forward(model, batch.tokens, batch.attention_mask)
+    return logits, batch
+
+
+# --- keyed sampling ------------------------------------------------------------------------------
+def key_seed(*parts: int | str) -> int:
+    """A 63-bit seed from ints and strings, stable across runs and machines.
+
+    >>> key_seed(0, "I think") == key_seed(0, "I think") != key_seed(1, "I think")
+    True
+    """
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
+
+
+class KeyedGumbel(LogitsProcessor):
+    """Adds Gumbel(0, 1) noise from one generator per row; the arg-max is then a sample."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"KeyedGumbel has {len(self.generators)} generators but the batch has {scores.shape[0]} rows")
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
+
+
+def _processors(temperature: float, top_p: float, freq_penalty: float, starts: Tensor, seeds: Sequence[int]):
+    procs = LogitsProcessorList()
+    if temperature > 0 and temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(temperature))
+    if freq_penalty:
+        procs.append(FrequencyPenalty(freq_penalty, starts))
+    if temperature > 0:
+        if top_p < 1.0:
+            procs.append(TopPLogitsWarper(top_p))
+        procs.append(KeyedGumbel(seeds))
+    return procs
+
+
+def generate_rows(
+    model: TransformerBridge,
+    rows: Sequence[Sequence[int]],
+    requests: Sequence[Request | None],
+    seeds: Sequence[int],
+    *,
+    max_new_tokens: int = 40,
+    temperature: float = 1.0,
+    top_p: float = 0.3,
+    freq_penalty: float = 1.0,
+    stop_at_eos: bool = True,
+) -> list[list[int]]:
+    """New token ids per row (EOS and what follows removed), one batch, keyed sampling.
+
+    ``rows`` are token ids with BOS (see :func:`encode_rows`); ``seeds[r]`` seeds row r's noise
+    (see :func:`key_seed`). ``temperature=0`` is greedy.
+
+    >>> from actlens.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> a = generate_rows(model, [[0, 40, 41], [0, 50]], [None, None], [7, 8], max_new_tokens=4)
+    >>> b = generate_rows(model, [[0, 50]], [None], [8], max_new_tokens=4)
+    >>> a[1] == b[0]   # a row does not depend on the others
+    True
+    """
+    if not (len(rows) == len(requests) == len(seeds)) or not rows:
+        raise ValueError(f"need as many requests and seeds as rows (at least one), got {len(rows)}, "
+                         f"{len(requests)}, {len(seeds)}")
+    eos = model.tokenizer.eos_token_id if stop_at_eos else None
+    if fast_tree(model) is None:  # no KV cache: recompute; group equal lengths so no row is padded
+        out: list[list[int]] = [[] for _ in rows]
+        for length in sorted({len(r) for r in rows}):
+            idx = [i for i, r in enumerate(rows) if len(r) == length]
+            new = _uncached(model, [rows[i] for i in idx], [requests[i] for i in idx], [seeds[i] for i in idx],
+                            max_new_tokens, temperature, top_p, freq_penalty, eos)
+            for i, tokens in zip(idx, new, strict=True):
+                out[i] = tokens
+        return out
+    batch = prompts.left_pad([list(r) for r in rows], prompts.pad_token_id(model))
+    config = GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0 if stop_at_eos else max_new_tokens,
+        eos_token_id=eos, pad_token_id=prompts.pad_token_id(model), use_cache=True,
+    )
+    procs = _processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts), seeds)
+    device = device_of(model)
+    with torch.inference_mode(), padding(model, batch.starts, batch.lengths), steer_rows(model, requests):
+        out_ids = fast_tree(model).generate(
+            input_ids=batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
+            generation_config=config, logits_processor=procs)
+    return [_until_eos(row, eos) for row in out_ids[:, batch.tokens.shape[1]:].tolist()]
+
+
+def _uncached(model, rows, requests, seeds, max_new_tokens, temperature, top_p, freq_penalty, eos) -> list[list[int]]:
+    tokens = torch.tensor([list(r) for r in rows], dtype=torch.long, device=device_of(model))
+    start = tokens.shape[1]
+    procs = _processors(temperature, top_p, freq_penalty, torch.zeros(len(rows), dtype=torch.long), seeds)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=tokens.device)
+    with torch.inference_mode(), padding(model, [0] * len(rows), [start] * len(rows)), steer_rows(model, requests):
+        for _ in range(max_new_tokens):
+            scores = procs(tokens, forward(model, tokens)[:, -1].float())
+            nxt = scores.argmax(-1)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if eos is not None:
+                done |= nxt == eos
+                if bool(done.all()):
+                    break
+    return [_until_eos(row, eos) for row in tokens[:, start:].tolist()]
+
+
+def _until_eos(row: list[int], eos: int | None) -> list[int]:
+    return row[:row.index(eos)] if eos is not None and eos in row else row
+
+
+__all__ = ["KeyedGumbel", "Request", "encode_rows", "forward_rows", "generate_rows", "key_seed", "min_length",
+           "steer_rows"]

@@ -1,0 +1,288 @@
+"""Per-token KL divergence of steered from unsteered next-token distributions, with a control.
+
+For every position of every text, ``KL(P_steered ‖ P_unsteered)`` of the next-token
+distribution, in nats, computed in float32 from ``log_softmax``. As the ActAdd authors
+did (Turner et al. 2023, arXiv 2308.10248; their ``mask_len``, "we exclude positions 0
+and 1"), the predictions *at* the positions the vector was added to are left out of every
+summary, as are BOS and left padding. A Gaussian vector with the same per-position norms
+(:func:`actlens.random_like`, the paper's random-vector control) is applied with the same
+coefficient and reported side by side: a targeted vector should change the distribution
+differently from (in the paper: less than) a random one of equal size. The unsteered pass
+runs once and serves both comparisons.
+
+With ``align="all"`` every position after BOS is an injection position; masking them would
+leave nothing, so then only BOS and pads are masked (``masked_injection=False`` records it).
+
+The pure pieces (:func:`kl_divergence`, :func:`entropy`, :func:`top1_flip`) take logits
+and can be used on their own.
+"""
+
+import html as _html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from transformer_lens import TransformerBridge
+
+from actlens import _analysis, _validation
+from actlens.types import Align, ShortPrompt
+from actlens.vectors import SteeringVector, random_like
+
+
+# --- pure math ------------------------------------------------------------------------------
+def kl_divergence(p_logits: Float[Tensor, "*batch d_vocab"], q_logits: Float[Tensor, "*batch d_vocab"]
+                  ) -> Float[Tensor, "*batch"]:
+    """``KL(P ‖ Q)`` in nats along the last axis, from logits, in float32.
+
+    Float rounding can make a tiny true KL come out at about -1e-7; it is clamped at 0.
+
+    >>> p = torch.tensor([[2.0, 0.0, -1.0]])
+    >>> float(kl_divergence(p, p)), float(kl_divergence(p, torch.zeros(1, 3))) > 0
+    (0.0, True)
+    """
+    lp = torch.log_softmax(p_logits.float(), dim=-1)
+    lq = torch.log_softmax(q_logits.float(), dim=-1)
+    prob = lp.exp()
+    terms = torch.where(prob > 0, prob * (lp - lq), torch.zeros_like(prob))
+    return terms.sum(-1).clamp_min(0.0)
+
+
+def entropy(logits: Float[Tensor, "*batch d_vocab"]) -> Float[Tensor, "*batch"]:
+    """Shannon entropy in nats of ``softmax(logits)`` along the last axis, in float32.
+
+    >>> round(float(entropy(torch.zeros(4))), 4)   # uniform over 4: log 4
+    1.3863
+    """
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    prob = lp.exp()
+    return -torch.where(prob > 0, prob * lp, torch.zeros_like(prob)).sum(-1)
+
+
+def top1_flip(p_logits: Float[Tensor, "*batch d_vocab"], q_logits: Float[Tensor, "*batch d_vocab"]
+              ) -> Bool[Tensor, "*batch"]:
+    """True where the most likely next token differs.
+
+    >>> top1_flip(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])).tolist()
+    [True]
+    """
+    return p_logits.argmax(-1) != q_logits.argmax(-1)
+
+
+def masked_mean(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> float:
+    """Mean of ``values`` where ``mask`` is True (NaN when nothing is selected)."""
+    n = int(mask.sum())
+    return float(values.float()[mask].sum() / n) if n else float("nan")
+
+
+# --- the analysis ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KLResult:
+    """Per-token effects of a steered and a control run against one unsteered run.
+
+    Tensors are ``[text, pos]`` in one left-padded layout (``starts[i]`` is text i's BOS);
+    values at pads are 0. ``counted`` marks the positions summaries use: real tokens, not
+    BOS, not an injection position (unless ``masked_injection`` is False). Value at position
+    ``p`` is about the distribution *predicting* token ``p + 1``.
+    """
+
+    texts: tuple[str, ...]
+    tokens: Int[Tensor, "text pos"]
+    token_strings: tuple[tuple[str, ...], ...]
+    starts: tuple[int, ...]
+    lengths: tuple[int, ...]
+    injected: Bool[Tensor, "text pos"]
+    counted: Bool[Tensor, "text pos"]
+    kl_steered: Float[Tensor, "text pos"]
+    kl_control: Float[Tensor, "text pos"]
+    entropy_base: Float[Tensor, "text pos"]
+    entropy_steered: Float[Tensor, "text pos"]
+    entropy_control: Float[Tensor, "text pos"]
+    flip_steered: Bool[Tensor, "text pos"]
+    flip_control: Bool[Tensor, "text pos"]
+    vector_norms: Float[Tensor, " k"]
+    control_norms: Float[Tensor, " k"]
+    layer: int
+    coeff: float
+    align: str
+    control_seed: int
+    masked_injection: bool
+    vector_label: str
+    model_name: str
+
+    def summary(self) -> pd.DataFrame:
+        """Means over counted positions, one row per run (``steered``, ``control``)."""
+        rows = []
+        for run, kl, ent, flip in (("steered", self.kl_steered, self.entropy_steered, self.flip_steered),
+                                   ("control", self.kl_control, self.entropy_control, self.flip_control)):
+            sel = kl[self.counted]
+            rows.append(dict(
+                run=run, mean_kl=masked_mean(kl, self.counted),
+                median_kl=float(sel.median()) if sel.numel() else float("nan"),
+                mean_entropy_change=masked_mean(ent - self.entropy_base, self.counted),
+                flip_rate=masked_mean(flip.float(), self.counted), n_positions=int(self.counted.sum()),
+                layer=self.layer, coeff=self.coeff, align=self.align,
+            ))
+        return pd.DataFrame.from_records(rows)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per real token (pads left out); ``position`` counts from BOS = 0."""
+        records = []
+        for i, (start, length) in enumerate(zip(self.starts, self.lengths, strict=True)):
+            for p in range(start, start + length):
+                records.append(dict(
+                    text=i, position=p - start, token=self.token_strings[i][p - start],
+                    injected=bool(self.injected[i, p]), counted=bool(self.counted[i, p]),
+                    kl_steered=float(self.kl_steered[i, p]), kl_control=float(self.kl_control[i, p]),
+                    entropy_base=float(self.entropy_base[i, p]),
+                    entropy_change_steered=float(self.entropy_steered[i, p] - self.entropy_base[i, p]),
+                    entropy_change_control=float(self.entropy_control[i, p] - self.entropy_base[i, p]),
+                    flip_steered=bool(self.flip_steered[i, p]), flip_control=bool(self.flip_control[i, p]),
+                ))
+        return pd.DataFrame.from_records(records)
+
+    def html(self, *, max_texts: int = 20) -> str:
+        """Token-coloured HTML (steered and control rows per text; one colour scale for both).
+
+        Shading is the KL of the distribution predicting the *next* token; grey tokens are
+        masked (BOS or injection positions). Hover a token for its numbers.
+        """
+        shown = range(min(len(self.texts), max_texts))
+        both = torch.cat([self.kl_steered[self.counted], self.kl_control[self.counted]])
+        top = float(both.max()) if both.numel() else 0.0
+        top = top if top > 0 else 1.0
+
+        def span(i: int, p: int, kl: Tensor, ent: Tensor) -> str:
+            tok = self.token_strings[i][p - self.starts[i]].replace("\n", "↵") or "∅"
+            text = _html.escape(tok)
+            if not bool(self.counted[i, p]):
+                why = "injection position" if bool(self.injected[i, p]) else "BOS"
+                return (f'<span title="masked ({why}); KL {float(kl[i, p]):.3g} nats" style="background:#ddd;'
+                        f'color:#777;border-bottom:1px dashed #999;white-space:pre">{text}</span>')
+            value = float(kl[i, p])
+            alpha = min(value / top, 1.0)
+            title = (f"KL {value:.4g} nats; entropy {float(self.entropy_base[i, p]):.3g} → "
+                     f"{float(ent[i, p]):.3g}")
+            return (f'<span title="{_html.escape(title)}" style="background:rgba(215,48,39,{alpha:.3f});'
+                    f'white-space:pre">{text}</span>')
+
+        parts = [
+            '<div style="font-family:monospace;line-height:1.8">',
+            f"<p>KL(steered ‖ unsteered) per token, layer {self.layer}, coeff {self.coeff:g}, align "
+            f"{_html.escape(self.align)}; darkest = {top:.3g} nats. Grey: masked. "
+            f"Control: norm-matched Gaussian (seed {self.control_seed}).</p>",
+        ]
+        for i in shown:
+            cells = range(self.starts[i], self.starts[i] + self.lengths[i])
+            for run, kl, ent in (("steered", self.kl_steered, self.entropy_steered),
+                                 ("control", self.kl_control, self.entropy_control)):
+                tokens = "".join(span(i, p, kl, ent) for p in cells)
+                parts.append(f'<div><b style="display:inline-block;width:5em">{run}</b>{tokens}</div>')
+            parts.append("<hr>")
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+
+def run_masked(
+    model: TransformerBridge,
+    texts: object,
+    vectors: Sequence[SteeringVector],
+    coeff: float,
+    *,
+    align: Align,
+    position: int | None,
+    batch_size: int,
+    short_prompt: ShortPrompt = "error",
+    per_token: bool = True,
+):
+    """Shared driver: one unsteered pass per chunk, then one steered pass per vector.
+
+    Returns ``(texts, batch, injected, counted, masked_injection, entropy_base, outputs)``;
+    ``outputs[j]`` holds, for vector j, per-token ``kl``, ``entropy`` and ``flip`` tensors
+    ``[text, pos]`` (0 / False at pads).
+    All vectors must cover the same positions (same k, bos_row).
+    """
+    adds = [_analysis.steering_addition(model, v, coeff, align, position) for v in vectors]
+    texts, batch = _analysis.encode_texts(model, texts, adds[0], short_prompt)
+    injected = _analysis.injected(adds[0], batch)
+    real = _analysis.real_positions(batch, skip_bos=True)
+    masked_injection = align != "all"
+    counted = real & ~injected if masked_injection else real
+    shape = tuple(batch.tokens.shape)
+    base_entropy = torch.zeros(shape)
+    outputs = [dict(kl=torch.zeros(shape), entropy=torch.zeros(shape), flip=torch.zeros(shape, dtype=torch.bool))
+               for _ in vectors]
+    with torch.inference_mode():
+        for chunk in _analysis.chunks(batch, batch_size):
+            base = _analysis.logits(model, chunk)
+            keep = chunk.attention_mask.bool()
+            base_entropy[chunk.rows, chunk.col:] = torch.where(keep, entropy(base), 0.0)
+            for vec, out in zip(vectors, outputs, strict=True):
+                steered = _analysis.logits(model, chunk, vec, coeff, align, position)
+                out["kl"][chunk.rows, chunk.col:] = torch.where(keep, kl_divergence(steered, base), 0.0)
+                out["entropy"][chunk.rows, chunk.col:] = torch.where(keep, entropy(steered), 0.0)
+                out["flip"][chunk.rows, chunk.col:] = top1_flip(steered, base) & keep
+    return texts, batch, injected, counted, masked_injection, base_entropy, outputs
+
+
+def kl_per_token(
+    model: TransformerBridge,
+    texts: str | Sequence[str],
+    vector: SteeringVector,
+    coeff: float,
+    *,
+    align: Align = "front",
+    position: int | None = None,
+    control_seed: int = 0,
+    batch_size: int = 8,
+    short_prompt: ShortPrompt = "error",
+) -> KLResult:
+    """``KL(steered ‖ unsteered)`` per token, injection positions masked, with a random control.
+
+    Args:
+        texts: the texts to score (each must be at least as long as the injection).
+        vector, coeff, align, position: the steering request, as in :func:`actlens.steer`.
+        control_seed: seed of the norm-matched Gaussian control (:func:`actlens.random_like`).
+        batch_size: texts per forward.
+        short_prompt: ``"error"`` for a text shorter than the vector, or ``"pad"`` to insert
+            space tokens after BOS (they are injection positions, hence masked).
+
+    >>> from actlens.tiny import tiny_model
+    >>> from actlens.vectors import actadd_vector
+    >>> model = tiny_model()
+    >>> v = actadd_vector(model, "Love", "Hate", layer=1)
+    >>> r = kl_per_token(model, ["I think that you are", "The weather is"], v, 4.0)
+    >>> bool((r.kl_steered >= 0).all()), int(r.counted[0].sum())   # 21 tokens - BOS - 4 injected
+    (True, 16)
+    """
+    vector = _analysis.vector_arg(model, vector)
+    coeff = _validation.finite("coeff", coeff)
+    if isinstance(control_seed, bool) or not isinstance(control_seed, int):
+        raise TypeError(f"control_seed must be an int, got {control_seed!r}")
+    control = random_like(vector, seed=control_seed)
+    texts, batch, injected, counted, masked_injection, base_entropy, (st, ct) = run_masked(
+        model, texts, [vector, control], coeff, align=align, position=position, batch_size=batch_size,
+        short_prompt=short_prompt)
+    token_strings = tuple(
+        tuple(_analysis.token_strings(model, batch.tokens[i, s:s + n].tolist()))
+        for i, (s, n) in enumerate(zip(batch.starts, batch.lengths, strict=True))
+    )
+    label = f"{vector.kind} {vector.plus[0]!r} − {vector.minus[0]!r}" if len(vector.plus) == 1 else vector.kind
+    return KLResult(
+        texts=tuple(texts), tokens=batch.tokens, token_strings=token_strings, starts=tuple(batch.starts),
+        lengths=tuple(batch.lengths), injected=injected, counted=counted,
+        kl_steered=st["kl"], kl_control=ct["kl"], entropy_base=base_entropy,
+        entropy_steered=st["entropy"], entropy_control=ct["entropy"],
+        flip_steered=st["flip"], flip_control=ct["flip"],
+        vector_norms=vector.norms(), control_norms=control.norms(), layer=vector.layer, coeff=coeff,
+        align=align, control_seed=control_seed, masked_injection=masked_injection, vector_label=label,
+        model_name=vector.model.name,
+    )
+
+
+__all__ = ["KLResult", "entropy", "kl_divergence", "kl_per_token", "masked_mean", "top1_flip"]
