@@ -4,9 +4,14 @@ The data flow: prompts -> activations -> vectors -> intervene / generation -> an
 """
 
 from actlens.activations import resid_pre
+from actlens.cosine import cosine_across_layers
 from actlens.generation import Generation, PairedGeneration, generate, steered_logits
 from actlens.intervene import steer
+from actlens.kl import kl_per_token
+from actlens.logit_lens import logit_lens
 from actlens.model import ModelIdentity, forward, hook_name, load_model
+from actlens.norms import coeff_from_units, norm_profile
+from actlens.propagation import propagation, transfer_matrix
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
 __version__ = "0.1.0"
@@ -18,13 +23,20 @@ __all__ = [
     "SteeringVector",
     "__version__",
     "actadd_vector",
+    "coeff_from_units",
+    "cosine_across_layers",
     "forward",
     "generate",
     "hook_name",
+    "kl_per_token",
+    "logit_lens",
     "load_model",
     "mean_diff_vector",
+    "norm_profile",
+    "propagation",
     "random_like",
     "resid_pre",
     "steer",
     "steered_logits",
+    "transfer_matrix",
 ]

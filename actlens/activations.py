@@ -22,6 +22,9 @@ def resid_pre(
 ) -> dict[int, Float[Tensor, "batch pos d_model"]]:
     """``blocks.{L}.hook_resid_pre`` for each of ``layers``, in one forward pass.
 
+    Runs under ``torch.no_grad`` (not inference mode), so the returned tensors are ordinary
+    tensors that callers may modify.
+
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model("gpt2")
     >>> acts = resid_pre(model, torch.tensor([[0, 40, 41]]), [1, 2])
@@ -37,6 +40,6 @@ def resid_pre(
 
         return hook
 
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(hook_name(layer), keep(layer)) for layer in layers]):
+    with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name(layer), keep(layer)) for layer in layers]):
         forward(model, tokens, attention_mask)
     return found

@@ -215,8 +215,8 @@ def cosine_across_layers(
                 for pos, row in _reduced(vec, reduce):
                     items.append((ci, layer, pos))
                     rows.append(row)
-        stacked = torch.stack(rows).float().cpu()
-        matrix = cosine_matrix(stacked)
+    stacked = torch.stack(rows).float().cpu()  # outside inference mode: results are ordinary tensors
+    matrix = cosine_matrix(stacked)
     return CosineResult(
         labels=tuple(_label(c, m) for c, m in zip(contrasts, methods, strict=True)), methods=tuple(methods),
         layers=tuple(layers), reduce=reduce, items=tuple(items), vectors=stacked, matrix=matrix, model_name=name,

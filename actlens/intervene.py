@@ -54,7 +54,7 @@ def _window(add: Addition, start: int, length: int) -> int:
         raise ValueError(
             f"the prompt has {length} tokens (BOS included) but the steering vector covers {k} "
             f"positions with align={add.align!r}; use a longer prompt, pass short_prompt='pad' to "
-            "actlens.generate / actlens.forward, or use align='all'"
+            "actlens.generate / actlens.steered_logits, or use align='all'"
         )
     return start + offset
 

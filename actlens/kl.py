@@ -43,11 +43,7 @@ def kl_divergence(p_logits: Float[Tensor, "*batch d_vocab"], q_logits: Float[Ten
     >>> float(kl_divergence(p, p)), float(kl_divergence(p, torch.zeros(1, 3))) > 0
     (0.0, True)
     """
-    lp = torch.log_softmax(p_logits.float(), dim=-1)
-    lq = torch.log_softmax(q_logits.float(), dim=-1)
-    prob = lp.exp()
-    terms = torch.where(prob > 0, prob * (lp - lq), torch.zeros_like(prob))
-    return terms.sum(-1).clamp_min(0.0)
+    return _kl(_log_probs(p_logits), _log_probs(q_logits))
 
 
 def entropy(logits: Float[Tensor, "*batch d_vocab"]) -> Float[Tensor, "*batch"]:
@@ -56,7 +52,19 @@ def entropy(logits: Float[Tensor, "*batch d_vocab"]) -> Float[Tensor, "*batch"]:
     >>> round(float(entropy(torch.zeros(4))), 4)   # uniform over 4: log 4
     1.3863
     """
-    lp = torch.log_softmax(logits.float(), dim=-1)
+    return _entropy(_log_probs(logits))
+
+
+def _log_probs(logits: Tensor) -> Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _kl(lp: Tensor, lq: Tensor) -> Tensor:
+    prob = lp.exp()
+    return torch.where(prob > 0, prob * (lp - lq), torch.zeros_like(prob)).sum(-1).clamp_min(0.0)
+
+
+def _entropy(lp: Tensor) -> Tensor:
     prob = lp.exp()
     return -torch.where(prob > 0, prob * lp, torch.zeros_like(prob)).sum(-1)
 
@@ -219,13 +227,13 @@ def run_masked(
                for _ in vectors]
     with torch.inference_mode():
         for chunk in _analysis.chunks(batch, batch_size):
-            base = _analysis.logits(model, chunk)
+            base = _log_probs(_analysis.logits(model, chunk))  # once per chunk, shared by every vector
             keep = chunk.attention_mask.bool()
-            base_entropy[chunk.rows, chunk.col:] = torch.where(keep, entropy(base), 0.0)
+            base_entropy[chunk.rows, chunk.col:] = torch.where(keep, _entropy(base), 0.0)
             for vec, out in zip(vectors, outputs, strict=True):
-                steered = _analysis.logits(model, chunk, vec, coeff, align, position)
-                out["kl"][chunk.rows, chunk.col:] = torch.where(keep, kl_divergence(steered, base), 0.0)
-                out["entropy"][chunk.rows, chunk.col:] = torch.where(keep, entropy(steered), 0.0)
+                steered = _log_probs(_analysis.logits(model, chunk, vec, coeff, align, position))
+                out["kl"][chunk.rows, chunk.col:] = torch.where(keep, _kl(steered, base), 0.0)
+                out["entropy"][chunk.rows, chunk.col:] = torch.where(keep, _entropy(steered), 0.0)
                 out["flip"][chunk.rows, chunk.col:] = top1_flip(steered, base) & keep
     return texts, batch, injected, counted, masked_injection, base_entropy, outputs
 

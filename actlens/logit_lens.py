@@ -212,18 +212,18 @@ def logit_lens(
         raise ValueError(f"top_k must be an int in [1, {d_vocab}], got {top_k!r}")
     with torch.inference_mode():
         vecs, source = _vectors(model, vector_or_pair, layers)
-        values = torch.stack([v.values.float().cpu() for v in vecs])  # [layer, pos, d_model]
-        n_layer, k, d = values.shape
-        scores = project(model, values.reshape(-1, d), norm).reshape(n_layer, k, -1)
-        norms = torch.linalg.vector_norm(values, dim=-1)
-        zero = (norms == 0)[..., None]
-        top = scores.topk(top_k, dim=-1)
-        bottom = scores.topk(top_k, dim=-1, largest=False)
-        nan = torch.tensor(float("nan"))
-        p_ids = top.indices.masked_fill(zero, -1)
-        s_ids = bottom.indices.masked_fill(zero, -1)
-        p_scores = torch.where(zero, nan, top.values)
-        s_scores = torch.where(zero, nan, bottom.values)
+    values = torch.stack([v.values.float().cpu() for v in vecs])  # [layer, pos, d_model]
+    n_layer, k, d = values.shape
+    scores = project(model, values.reshape(-1, d), norm).reshape(n_layer, k, -1)
+    norms = torch.linalg.vector_norm(values, dim=-1)
+    zero = (norms == 0)[..., None]
+    top = scores.topk(top_k, dim=-1)
+    bottom = scores.topk(top_k, dim=-1, largest=False)
+    nan = torch.tensor(float("nan"))
+    p_ids = top.indices.masked_fill(zero, -1)
+    s_ids = bottom.indices.masked_fill(zero, -1)
+    p_scores = torch.where(zero, nan, top.values)
+    s_scores = torch.where(zero, nan, bottom.values)
 
     def decode(ids: Tensor) -> tuple:
         return tuple(tuple(tuple(model.tokenizer.decode([t]) if t >= 0 else "" for t in row) for row in pos)

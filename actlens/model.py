@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # actlens never downloads; fail fa
 from transformer_lens import TransformerBridge  # noqa: E402
 from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge  # noqa: E402
 from transformer_lens.model_bridge.sources import build_bridge_from_module  # noqa: E402
+from transformers.cache_utils import Cache  # noqa: E402
 
 from actlens import _validation  # noqa: E402
 
@@ -108,9 +109,7 @@ def fast_tree(model: TransformerBridge) -> nn.Module | None:
     return state(model).fast
 
 
-def _find_cache(args: tuple, kwargs: dict):
-    from transformers.cache_utils import Cache
-
+def _find_cache(args: tuple, kwargs: dict) -> Cache | None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, Cache):
             return value

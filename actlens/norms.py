@@ -236,7 +236,7 @@ def norm_profile(
     scales = residual_scales(model, reference_texts)[layers]
     with torch.inference_mode():
         vectors = _analysis.actadd_all_layers(model, plus, minus, layers)
-        norms = torch.stack([vectors[layer].norms() for layer in layers]).cpu()
+    norms = torch.stack([vectors[layer].norms() for layer in layers]).cpu()  # ordinary tensors, not inference ones
     first = vectors[layers[0]]
     n_ref = len(default_reference_texts() if reference_texts is None else list(reference_texts))
     return NormProfile(

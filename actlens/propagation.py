@@ -200,6 +200,7 @@ def transfer_matrix(
     metric: TransferMetric = "kl",
     align: Align = "front",
     batch_size: int = 8,
+    short_prompt: ShortPrompt = "error",
 ) -> TransferResult:
     """Extract the ActAdd vector of ``pair`` at each layer i and inject it at each layer j.
 
@@ -224,7 +225,7 @@ def transfer_matrix(
         for src in layers for dst in layers
     ]
     texts, _, _, counted, _, _, outputs = run_masked(
-        model, texts, vectors, coeff, align=align, position=None, batch_size=batch_size)
+        model, texts, vectors, coeff, align=align, position=None, batch_size=batch_size, short_prompt=short_prompt)
     n = len(layers)
     kl = torch.tensor([masked_mean(o["kl"], counted) for o in outputs]).reshape(n, n)
     flips = torch.tensor([masked_mean(o["flip"].float(), counted) for o in outputs]).reshape(n, n)

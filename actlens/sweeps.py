@@ -244,6 +244,7 @@ def sweep(
     batch_size: int = 32,
     mode: Mode = "batched",
     progress: bool = True,
+    limit: int | None = None,
 ) -> SweepResult:
     """Sample and score one completion per (setting, prompt, seed) of ``grid``.
 
@@ -259,6 +260,8 @@ def sweep(
             rows, as a loop of ``actlens.generate(..., paired=True)`` would (the speed baseline of
             :func:`compare_batched`; same numbers).
         progress: show a tqdm bar.
+        limit: compute at most this many new rows (a partial run, e.g. to time a sweep); the result
+            holds only the rows done so far.
 
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model()
@@ -285,6 +288,8 @@ def sweep(
     vectors = _Vectors(model, grid)
     todo = [(s, p, seed) for s in grid.settings() for p in grid.prompts for seed in grid.seeds
             if _key(_record(s, p, seed)) not in done]
+    if limit is not None:
+        todo = todo[:_validation.positive_int("limit", limit)]
     for s in {s for s, _, _ in todo}:  # build vectors (and surface bad specs or prompts) before any decoding
         vectors.request(s)
     started = time.perf_counter()

@@ -7,6 +7,7 @@ compatibility mode (weight processing, which changes LayerNorm models' residuals
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -102,6 +103,12 @@ class SteeringVector:
             raise ValueError(
                 f"this vector comes from model {self.model.name!r} and does not fit {other.name!r} "
                 f"({mismatch}); extract a new vector on this model"
+            )
+        if other.name != self.model.name:
+            warnings.warn(
+                f"this vector comes from model {self.model.name!r} but is applied to {other.name!r}; the shapes "
+                "match, so it runs, but a residual direction rarely means the same thing in another model",
+                stacklevel=3,
             )
         mode = bool(getattr(model, "compatibility_mode", False))
         if mode != self.compatibility_mode:
@@ -268,7 +275,8 @@ def mean_diff_vector(
         neg_acts, neg_ids = _read(model, ref, layer, read_position, batch_size)
         neg, kind = ref, "mean_centred"
     else:
-        neg = _validation.texts("negatives", [n for _, n in pairs])
+        # An empty negative (e.g. " weddings" vs "") is read at its BOS, as ActAdd pads it.
+        neg = _validation.texts("negatives", [n for _, n in pairs], allow_empty_string=True)
         neg_acts, neg_ids = _read(model, neg, layer, read_position, batch_size)
         kind = "mean_diff"
     values = (pos_acts.mean(0) - neg_acts.mean(0))[None]

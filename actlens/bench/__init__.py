@@ -7,19 +7,26 @@ Rows (``--rows``, patterns over ``group/name``):
 * ``generate/*`` — greedy decoding of exactly ``--new-tokens`` tokens from random-token
   prompts (BOS first, no padding): raw HF ``generate`` (the baseline), actlens unsteered,
   actlens with an ActAdd vector (front-aligned, prefill only), actlens ``align="all"``,
-  the steering-vectors library on the raw model (if importable) and the TransformerLens
-  bridge's own ``generate``.
+  the steering-vectors library on the raw model (if importable), the TransformerLens
+  bridge's own ``generate``, and a greedy :func:`actlens.sweeps.sweep` with the ActAdd
+  vector on every row (:mod:`actlens.bench.extra`).
 * ``forward/*`` — raw HF forward (the baseline), ``actlens.forward``, the bridge forward,
-  ``actlens.resid_pre`` of every layer and TransformerLens ``run_with_cache`` of every
-  ``resid_pre``.
+  ``actlens.resid_pre`` of every layer, TransformerLens ``run_with_cache`` of every
+  ``resid_pre``, and :func:`actlens.kl.kl_per_token` (three forwards per text).
+
+Every ratio is the median over repeats of ``baseline time / row time`` from the same
+repeat, with its interquartile range; targets (:data:`actlens.bench.report.TARGETS`) are
+checked the same way.
 
 Writes ``bench.json`` (timings, machine, versions, targets) and ``bench.html`` (plus
 ``bench.png`` when kaleido works) into ``--out``, and prints a markdown table with
 PASS/FAIL per target. New rows are one function each (:mod:`actlens.bench.rows`).
 
-Example (a few seconds)::
+Examples::
 
-    actlens bench --smoke --model tiny --out /tmp/bench
+    actlens bench --smoke --model tiny --out /tmp/bench          # a few seconds
+    actlens bench --model smollm2-135m --out figures/bench        # the CPU targets
+    actlens bench --model llama-1b-random --device cuda --out figures/bench-gpu
 """
 
 import argparse
@@ -30,8 +37,7 @@ from pathlib import Path
 
 import torch
 
-from actlens.bench import extra  # noqa: F401  (registers optional rows when their modules exist)
-from actlens.bench import report, timing
+from actlens.bench import extra, report, timing  # extra registers the optional analysis rows
 from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
 
@@ -142,7 +148,8 @@ def run(args) -> dict:
     records = []
     for (case, r), secs in seconds.items():
         base = baseline_of(r.group)
-        rec = report.record(r, case, secs, seconds.get((case, base)))
+        tokens = getattr(thunks[(case, r)], "tokens_per_call", None)  # rows on text set their own count
+        rec = report.record(r, case, secs, seconds.get((case, base)), tokens_per_call=tokens)
         rec["peak_extra_bytes"] = peaks.get((case, r))
         rec |= meta.get((case, r), {})
         if r.name in ("actlens-resid_pre", "tl-run_with_cache"):
@@ -165,6 +172,7 @@ def _check(thunks: dict, device) -> dict:
             out = thunk()
         timing.synchronize(device)
         if case.group == "generate":
+            out = torch.as_tensor(out)
             if tuple(out.shape) != (case.batch, case.new_tokens):
                 raise RuntimeError(f"row {r.id} made {tuple(out.shape)} tokens for {case.key}; expected "
                                    f"{(case.batch, case.new_tokens)}: the rows would not do the same work")
@@ -217,3 +225,6 @@ def main(argv: list[str] | None = None) -> int:
           + (f" (no PNG: {files['png_skipped']})" if "png_skipped" in files else ""))
     failed = [t for t in result["targets"] if not t["passed"]]
     return 1 if args.strict and failed else 0
+
+
+__all__ = ["extra", "main", "parser", "run", "write"]

@@ -1,5 +1,72 @@
-"""Rows for analysis modules written alongside the core (per-token KL, sweeps).
+"""Rows for the analysis modules: per-token KL (:mod:`actlens.kl`) and sweeps (:mod:`actlens.sweeps`).
 
-Each is registered as optional: when its module is missing the row is listed under
-"skipped" with the reason instead of failing the run.
+They run on text, not token ids, so each builds English-like prompts of about the case's
+length (:func:`texts`) and sets ``tokens_per_call`` on its thunk to the tokens it really
+processes. Both are optional: if their module cannot be imported the row is skipped with
+the reason.
 """
+
+import torch
+
+from actlens import prompts
+from actlens.bench.rows import Case, Unavailable, Workload, row
+
+WORDS = ("the", "a", "house", "river", "light", "music", "after", "before", "friend", "city", "old", "new",
+         "walked", "said", "quiet", "morning", "because", "small", "garden", "letter", "window", "far")
+
+
+def texts(w: Workload, case: Case) -> list[str]:
+    """``case.batch`` texts of random common words, each ``case.prompt_tokens`` tokens long with BOS (or a
+    little shorter when a word boundary gets in the way)."""
+    gen = torch.Generator().manual_seed(w.seed * 7_919 + case.batch)
+    out = []
+    for _ in range(case.batch):
+        words = [WORDS[int(i)] for i in torch.randint(len(WORDS), (4 * case.prompt_tokens,), generator=gen)]
+        ids = prompts.encode(w.setup.model, " ".join(words), prepend_bos=False)[:case.prompt_tokens - 1]
+        out.append(w.setup.model.tokenizer.decode(ids))
+    return out
+
+
+def _n_tokens(w: Workload, items: list[str]) -> int:
+    return sum(len(prompts.encode(w.setup.model, t)) for t in items)
+
+
+@row("forward", "kl_per_token", "actlens.kl_per_token (3 forwards: base, steered, random control)", optional=True)
+def _kl(w: Workload, case: Case):
+    try:
+        from actlens.kl import kl_per_token
+    except ImportError as err:
+        raise Unavailable(f"actlens.kl is not importable ({err})") from err
+    items = texts(w, case)
+
+    def run():
+        return kl_per_token(w.setup.model, items, w.vector, w.coeff, batch_size=case.batch)
+
+    run.tokens_per_call = _n_tokens(w, items)  # tokens scored (each goes through 3 forward passes)
+    return run
+
+
+@row("generate", "sweep", "actlens.sweeps.sweep, greedy, ActAdd on every row (batched rows)", optional=True)
+def _sweep(w: Workload, case: Case):
+    try:
+        from actlens.sweeps import Grid, Sampling, VectorSpec, sweep
+    except ImportError as err:
+        raise Unavailable(f"actlens.sweeps is not importable ({err})") from err
+    items = texts(w, case)
+    vector = w.vector
+    spec = VectorSpec("bench", build=lambda model, layer: vector, recipe="the benchmark's ActAdd vector")
+    grid = Grid([spec], layers=[vector.layer], coeffs=[w.coeff], prompts=items, seeds=[0], controls=())
+    sampling = Sampling(max_new_tokens=case.new_tokens, temperature=0.0, top_p=1.0, freq_penalty=0.0,
+                        stop_at_eos=False)
+
+    def run():
+        result = sweep(w.setup.model, grid, sampling=sampling, metrics={"n_chars": len}, batch_size=case.batch,
+                       progress=False)
+        made = [r["n_tokens"] for r in result.records]
+        if made != [case.new_tokens] * case.batch:
+            raise RuntimeError(f"the sweep row made {made} tokens; expected {case.new_tokens} for each of "
+                               f"{case.batch} rows")
+        return torch.zeros(case.batch, case.new_tokens, dtype=torch.long)  # the shape of the work; texts are in result
+
+    run.tokens_per_call = case.batch * case.new_tokens
+    return run

@@ -94,7 +94,7 @@ def _meminfo_total() -> int | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -106,10 +106,16 @@ def now() -> str:
 
 
 # --- per-row records -------------------------------------------------------------------------
-def record(row, case, seconds: list[float], baseline_seconds: list[float] | None) -> dict:
-    """One timed (case, row): timings, tokens/s (median and spread) and the paired ratio to the baseline."""
+def record(row, case, seconds: list[float], baseline_seconds: list[float] | None, *,
+           tokens_per_call: int | None = None) -> dict:
+    """One timed (case, row): timings, tokens/s (median and spread) and the paired ratio to the baseline.
+
+    The ratio is the per-repeat ``baseline time / row time``, i.e. a throughput ratio for the
+    same work; a row that processes a different number of tokens (``tokens_per_call``) is
+    compared by tokens/s instead.
+    """
     s = summary(seconds)
-    n = case.tokens_per_call
+    n = tokens_per_call or case.tokens_per_call
     out = {
         "id": row.id, "group": row.group, "name": row.name, "label": row.label, "case": case.key,
         "batch": case.batch, "prompt_tokens": case.prompt_tokens, "new_tokens": case.new_tokens,
@@ -118,7 +124,8 @@ def record(row, case, seconds: list[float], baseline_seconds: list[float] | None
         "tok_s_min": n / s["max_s"], "tok_s_max": n / s["min_s"],
     }
     if baseline_seconds is not None:
-        ratios = paired_ratios(baseline_seconds, seconds)  # throughput ratio: baseline time / row time
+        scale = n / case.tokens_per_call  # 1 unless the row processed a different number of tokens
+        ratios = [r * scale for r in paired_ratios(baseline_seconds, seconds)]  # throughput ratio
         q = summary(ratios)
         out |= {"ratio_median": q["median_s"], "ratio_q1": q["q1_s"], "ratio_q3": q["q3_s"],
                 "ratio_min": q["min_s"], "ratio_max": q["max_s"]}
@@ -164,12 +171,12 @@ def markdown(result: dict) -> str:
     """The results table, the model's memory and the PASS/FAIL lines, as markdown."""
     info, settings = result["model"], result["settings"]
     lines = [
-        f"## actlens bench: {info['name']} ({info['architecture']}, {info['parameters']:,} parameters, "
-        f"{info['dtype']}) on {result['machine']['cuda_device'] or result['machine']['cpu']}",
+        (f"## actlens bench: {info['name']} ({info['architecture']}, {info['parameters']:,} parameters, "
+         f"{info['dtype']}) on {result['machine']['cuda_device'] or result['machine']['cpu']}"),
         "",
-        f"{settings['repeats']} timed repeats after {settings['warmup']} warm-up, rows interleaved; tok/s = "
-        "tokens per call / seconds (generation: new tokens, prefill included). Ratio = paired per-repeat "
-        "throughput ratio to the baseline row of the same case: median [IQR] (min-max in bench.json).",
+        (f"{settings['repeats']} timed repeats after {settings['warmup']} warm-up rounds, rows interleaved; "
+         "tok/s = tokens per call / seconds (generation: new tokens, prefill included). Ratio = paired per-repeat "
+         "throughput ratio to the baseline row of the same case: median [IQR] (min-max in bench.json)."),
         "",
         "| case | row | tok/s median | tok/s IQR | ratio to baseline | peak extra memory |",
         "|---|---|---|---|---|---|",
@@ -186,11 +193,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {s['case']} | {s['label']} | skipped: {s['reason']} | | | |")
     lines += [
         "",
-        f"Weights: {_mib(info['weight_bytes_actlens'])} for the actlens bridge and its fast tree together "
-        f"(shared tensors: {info['fast_tree_shares_weights']}), plus {_mib(info['weight_bytes_raw_copy'])} for the "
-        f"raw HF baseline copy, which only the benchmark holds. Attention: raw {info['attn_implementation_raw']}, "
-        f"fast tree {info['attn_implementation_fast_tree']}. Memory: {result['memory_method']}; process peak RSS "
-        f"{_mib(result.get('process_peak_rss_bytes'))}.",
+        (f"Weights: {_mib(info['weight_bytes_actlens'])} for the actlens bridge and its fast tree together "
+         f"(shared tensors: {info['fast_tree_shares_weights']}), plus {_mib(info['weight_bytes_raw_copy'])} for the "
+         f"raw HF baseline copy, which only the benchmark holds. Attention: raw {info['attn_implementation_raw']}, "
+         f"fast tree {info['attn_implementation_fast_tree']}. Memory: {result['memory_method']}; process peak RSS "
+         f"{_mib(result.get('process_peak_rss_bytes'))}."),
         "",
         "| target | case | paired median [IQR] [min-max] vs limit | result |",
         "|---|---|---|---|",

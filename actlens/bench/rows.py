@@ -4,16 +4,19 @@ A row function takes the :class:`Workload` and one :class:`Case` and returns a *
 zero-argument callable that does the timed work (inputs are prepared outside it). It may
 raise :class:`Unavailable` to be skipped with a reason (e.g. an optional library is
 missing). Generation thunks return the new token ids ``[batch, new_tokens]`` so the
-harness can check that every row did the same amount of work.
+harness can check that every row did the same amount of work (a tensor, or a list of
+lists as actlens's own path returns them; converting is left out of the timed call).
 
-Adding a row is one decorated function::
+A thunk that processes a different number of tokens than the case says (rows that run
+on text) sets ``thunk.tokens_per_call``. Adding a row is one decorated function, e.g.::
 
-    @row("forward", "kl", "actlens.kl_per_token, steered vs unsteered", optional=True)
-    def _kl(w: Workload, case: Case):
-        ...
-        return lambda: kl_per_token(...)
+    @row("forward", "logit-lens", "actlens.logit_lens of the vector")
+    def _lens(w: Workload, case: Case):
+        from actlens.logit_lens import logit_lens
+        return lambda: logit_lens(w.setup.model, w.vector)
 
-(see ``actlens/bench/extra.py`` for the per-token-KL and sweep rows).
+The table lists rows in registration order; ``actlens/bench/extra.py`` holds the
+per-token-KL and sweep rows.
 """
 
 from collections.abc import Callable
@@ -139,11 +142,11 @@ def _actlens_decode(w: Workload, case: Case, steering: Callable | None = None) -
                        freq_penalty=0.0, use_cache=True, stop_at_eos=False)
 
     if steering is None:
-        return lambda: torch.tensor(decode())
+        return decode
 
     def steered():
         with steering():
-            return torch.tensor(decode())
+            return decode()
 
     return steered
 

