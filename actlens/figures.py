@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per completion (full: 40)")
     p.add_argument("--layer-step", type=int, default=None, help="sweep every Nth layer (full: 3)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per generate call")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 with --smoke on a tiny model)")
     p.add_argument("--estimate", action="store_true", help="time one batch per sweep and project the full run")
     p.add_argument("--list", action="store_true", help="list the figure ids and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -180,13 +182,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         ids = selected(args.only)
-        for flag in ("samples", "max_new_tokens", "layer_step", "batch_size"):
+        for flag in ("samples", "max_new_tokens", "layer_step", "batch_size", "threads"):
             value = getattr(args, flag)
             if value is not None and value < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
     except ValueError as err:
         print(f"actlens figures: error: {err}", file=sys.stderr)
         return 2
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    tiny = (args.model or ("tiny" if args.smoke else "")) in TINY
+    torch.set_num_threads(args.threads or (1 if tiny else saved_threads))
+    try:
+        return _run(args, ids)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run(args: argparse.Namespace, ids: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = png_problem()

@@ -60,9 +60,15 @@ def _window(add: Addition, start: int, length: int) -> int:
 
 
 def make_hook(additions: list[Addition], positions: Positions):
-    """The hook for one layer: adds every addition at its positions, returning a new tensor."""
+    """The hook for one layer: adds every addition at its positions, returning a new tensor.
+
+    A call costs a fixed number of tensor operations whatever the batch size: each row's
+    window is computed once per batch layout, a KV-cached decode step past every window
+    returns at once, and ``align="all"`` decode steps add the vector by broadcasting.
+    """
     cast: dict[tuple, list[Tensor]] = {}
     prompt_lengths: list[int] = []  # from the last prefill, when nobody told us the lengths
+    windows: dict[int, tuple[tuple, list[int]]] = {}  # addition index -> (layout, first positions)
 
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
@@ -77,19 +83,28 @@ def make_hook(additions: list[Addition], positions: Positions):
         if key not in cast:
             cast[key] = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
         total: Tensor | None = None  # built only when some position is touched
-        for add, delta in zip(additions, cast[key], strict=True):
-            for row in range(batch):
-                if add.align == "all":
-                    lo, rows_delta = max(starts[row] + int(add.prepend_bos) - past, 0), delta[0]
-                    hi = seq
+        for i, (add, delta) in enumerate(zip(additions, cast[key], strict=True)):
+            if add.align == "all":
+                first = [s + int(add.prepend_bos) for s in starts]
+                if past >= max(first):  # every position of every row (a decode step)
+                    part = delta[0]
                 else:
-                    a = _window(add, starts[row], lengths[row])
-                    lo, hi = max(a - past, 0), min(a + add.k - past, seq)
-                    rows_delta = delta[lo + past - a:hi + past - a]
-                if lo < hi:
-                    total = torch.zeros_like(resid) if total is None else total
-                    total[row, lo:hi] += rows_delta
-        return resid if total is None else resid + total
+                    pos = torch.arange(past, past + seq, device=resid.device)
+                    mask = pos[None] >= torch.tensor(first, device=resid.device)[:, None]
+                    part = mask[..., None].to(resid.dtype) * delta[0]
+            else:
+                layout = (tuple(starts), tuple(lengths))
+                if windows.get(i, (None,))[0] != layout:
+                    windows[i] = (layout, [_window(add, s, n) for s, n in zip(starts, lengths, strict=True)])
+                first = windows[i][1]
+                if past >= max(first) + add.k or past + seq <= min(first):
+                    continue  # no window in this chunk (e.g. a KV-cached decode step)
+                rel = torch.arange(past, past + seq, device=resid.device)[None] - torch.tensor(
+                    first, device=resid.device)[:, None]  # [batch, seq] position within the window
+                inside = (rel >= 0) & (rel < add.k)
+                part = delta[rel.clamp(0, add.k - 1)] * inside[..., None].to(resid.dtype)
+            total = part if total is None else total + part
+        return resid if total is None else resid + total  # a [d_model] total broadcasts
 
     return hook
 

@@ -144,6 +144,7 @@ TextMetric = Callable[[str], float]
 
 TEXT_METRICS: dict[str, TextMetric] = {
     "sentiment": lambda t: sentiment([t])[0],
+    "positive": lambda t: float(sentiment([t])[0] >= 0.05),  # VADER's threshold for "positive"
     "topic_hit": lambda t: float(topic_count(t) > 0),
     "topic_count": lambda t: float(topic_count(t)),
     "distinct_1": lambda t: distinct_n(t, 1),

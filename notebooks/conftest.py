@@ -1,7 +1,9 @@
 """Running the notebooks under pytest (nbmake): smoke settings, and a kernel on this very Python.
 
 * Each notebook's kernel gets ``ACTLENS_SMOKE=1`` unless the caller set the variable
-  (``ACTLENS_SMOKE=0 python -m pytest notebooks`` runs the full settings).
+  (``ACTLENS_SMOKE=0 python -m pytest notebooks`` runs the full settings), and
+  ``OMP_NUM_THREADS=1`` unless set: the smoke runs are small, latency-bound forwards, and on a
+  shared CPU a two-thread OpenMP team waiting for a busy core made them 5-20x slower.
 * nbmake starts the kernel a notebook names (``python3``), and Jupyter may resolve that name
   to a kernelspec of another environment. Unless ``--nbmake-kernel`` is given, the notebooks
   run on a private kernelspec whose command is this interpreter, ``sys.executable``.
@@ -25,8 +27,8 @@ _STATE: dict = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if getattr(config.option, "nbmake_kernel", "") is not None:  # nbmake absent, or the caller chose a kernel
-        return
+    if not getattr(config.option, "nbmake", False) or config.option.nbmake_kernel is not None:
+        return  # not running notebooks, or the caller chose a kernel
     root = Path(tempfile.mkdtemp(prefix="actlens-kernels-"))
     spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
@@ -52,14 +54,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+KERNEL_ENV = {"ACTLENS_SMOKE": "1", "OMP_NUM_THREADS": "1"}  # defaults; the caller's values win
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """The kernel inherits this process's environment when nbmake starts it inside the test."""
-    unset = "ACTLENS_SMOKE" not in os.environ
-    if unset:
-        os.environ["ACTLENS_SMOKE"] = "1"
+    added = [key for key in KERNEL_ENV if key not in os.environ]
+    os.environ.update({key: KERNEL_ENV[key] for key in added})
     try:
         return (yield)
     finally:
-        if unset:
-            os.environ.pop("ACTLENS_SMOKE", None)
+        for key in added:
+            os.environ.pop(key, None)

@@ -13,6 +13,15 @@ from actlens.sweeps import Grid, Sampling, compare_batched, mean_diff_spec, pair
 SHORT = Sampling(max_new_tokens=4)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread; two spin-wait badly when the cores are shared."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def _hooks_registered(model) -> int:
     unique = {id(hp): hp for hp in model.hook_dict.values()}
     return sum(len(hp._forward_hooks) for hp in unique.values())

@@ -47,7 +47,7 @@ SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="actlens bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="actlens bench", description=__doc__.replace("``", "'"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="smollm2-135m",
                    help="gpt2-xl-random / llama-1b-random are random-weight GPU-sized models (slow on CPU)")
@@ -126,7 +126,7 @@ def run(args) -> dict:
     cases = [Case("generate", b, s["prompt_tokens"], s["new_tokens"]) for b in s["batch_sizes"]]
     cases.append(Case("forward", s["forward_batch"], s["forward_tokens"]))
 
-    thunks, skipped, meta = {}, [], {}
+    thunks, skipped = {}, []
     for case in cases:
         for r in rows:
             if r.group != case.group:

@@ -169,10 +169,12 @@ def _mib(n: int | None) -> str:
 
 def markdown(result: dict) -> str:
     """The results table, the model's memory and the PASS/FAIL lines, as markdown."""
-    info, settings = result["model"], result["settings"]
+    info, settings, machine_ = result["model"], result["settings"], result["machine"]
+    where = machine_["cuda_device"] or (f"{machine_['cpu']} ({machine_['cpus_usable']} CPUs, "
+                                        f"torch threads: {machine_['torch_threads']})")
     lines = [
-        (f"## actlens bench: {info['name']} ({info['architecture']}, {info['parameters']:,} parameters, "
-         f"{info['dtype']}) on {result['machine']['cuda_device'] or result['machine']['cpu']}"),
+        (f"## actlens bench{' (SMOKE sizes: checks the harness, not speed)' if settings.get('smoke') else ''}: "
+         f"{info['name']} ({info['architecture']}, {info['parameters']:,} parameters, {info['dtype']}) on {where}"),
         "",
         (f"{settings['repeats']} timed repeats after {settings['warmup']} warm-up rounds, rows interleaved; "
          "tok/s = tokens per call / seconds (generation: new tokens, prefill included). Ratio = paired per-repeat "
@@ -198,6 +200,12 @@ def markdown(result: dict) -> str:
          f"raw HF baseline copy, which only the benchmark holds. Attention: raw {info['attn_implementation_raw']}, "
          f"fast tree {info['attn_implementation_fast_tree']}. Memory: {result['memory_method']}; process peak RSS "
          f"{_mib(result.get('process_peak_rss_bytes'))}."),
+    ]
+    same = [f"{r['label']} @ {r['case']}: {'yes' if r['same_tokens_as_baseline'] else 'NO'}"
+            for r in result["rows"] if "same_tokens_as_baseline" in r]
+    if same:
+        lines += ["", "Greedy tokens identical to raw HF generate: " + "; ".join(same) + "."]
+    lines += [
         "",
         "| target | case | paired median [IQR] [min-max] vs limit | result |",
         "|---|---|---|---|",

@@ -162,11 +162,11 @@ def fig_recall(pk: pd.DataFrame, *, title: str = "") -> go.Figure:
         if {"ci_low", "ci_high"} <= set(group.columns):
             err = dict(type="data", symmetric=False, array=(group.ci_high - group.p_at_k).tolist(),
                        arrayminus=(group.p_at_k - group.ci_low).tolist())
+        style = STYLE["unsteered"] if condition == "unsteered" else dict(color=PALETTE[i % len(PALETTE)])
         fig.add_trace(go.Scatter(x=group.k.tolist(), y=group.p_at_k.tolist(), error_y=err, mode="lines+markers",
-                                 name=condition, line=dict(color=PALETTE[i % len(PALETTE)],
-                                                           **{k: v for k, v in STYLE.get(condition, {}).items()
-                                                              if k == "dash"})))
-    fig.update_xaxes(type="log", title_text="K (answer among the top K next tokens)")
+                                 name=condition, line=style))
+    fig.update_xaxes(type="log", title_text="K (answer among the top K next tokens)",
+                     tickvals=[1, 2, 5, 10, 20, 50, 100])
     fig.update_yaxes(title_text="P@K (share of facts)", range=[0, 1.02])
     fig.update_layout(template=TEMPLATE, title=title or "Capital recall with and without steering")
     return fig
