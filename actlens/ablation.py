@@ -136,8 +136,13 @@ def _measure(model, ids, scored, requests, targets, capture: Sequence[int] = ())
 
 def _effects(cond: Tensor, base: Tensor, targets: list[int]) -> tuple[float, float]:
     kl = float(kl_from_logits(cond, base).mean())
-    mass = lambda x: torch.logsumexp(torch.log_softmax(x, -1)[:, targets], -1)  # noqa: E731
-    return kl, float((mass(cond) - mass(base)).mean()) if targets else float("nan")
+    if not targets:
+        return kl, float("nan")
+
+    def mass(logits: Tensor) -> Tensor:
+        return torch.logsumexp(torch.log_softmax(logits, -1)[:, targets], -1)
+
+    return kl, float((mass(cond) - mass(base)).mean())
 
 
 def inject_each_layer(
@@ -216,10 +221,11 @@ def ablate_downstream(
                     (base_a, steered_a), _ = _measure(model, ids, scored, [None, request], targets)
                 kl_a, topic_a = _effects(steered_a, base_a, targets)
                 side, _ = _effects(base_a, base, [])
-                rows.append(dict(layer=j, mode=mode, direction=direction, injected_at=injected_at,
-                                 kl_full=kl_full, kl_ablated=kl_a, kl_retained=kl_a / kl_full if kl_full else float("nan"),
-                                 topic_full=topic_full, topic_ablated=topic_a,
-                                 topic_retained=topic_a / topic_full if topic_full else float("nan"), side_kl=side))
+                nan = float("nan")
+                rows.append({"layer": j, "mode": mode, "direction": direction, "injected_at": injected_at,
+                             "kl_full": kl_full, "kl_ablated": kl_a, "kl_retained": kl_a / kl_full if kl_full else nan,
+                             "topic_full": topic_full, "topic_ablated": topic_a,
+                             "topic_retained": topic_a / topic_full if topic_full else nan, "side_kl": side})
     return pd.DataFrame(rows)
 
 

@@ -173,7 +173,8 @@ def forward_rows(
     ((2, 3), [0, 1])
     """
     if len(rows) != len(requests) or not rows:
-        raise ValueError(f"need one request per row and at least one row, got {len(rows)} rows, {len(requests)} requests")
+        raise ValueError(f"need one request per row and at least one row, got {len(rows)} rows and "
+                         f"{len(requests)} requests")
     batch = prompts.left_pad([list(r) for r in rows], prompts.pad_token_id(model))
     with torch.inference_mode(), padding(model, batch.starts, batch.lengths), steer_rows(model, requests):
         logits = forward(model, batch.tokens, batch.attention_mask)
@@ -198,7 +199,8 @@ class KeyedGumbel(LogitsProcessor):
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if scores.shape[0] != len(self.generators):
-            raise ValueError(f"KeyedGumbel has {len(self.generators)} generators but the batch has {scores.shape[0]} rows")
+            raise ValueError(f"KeyedGumbel has {len(self.generators)} generators but the batch has "
+                             f"{scores.shape[0]} rows")
         u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
         gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
         return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
@@ -256,7 +258,8 @@ def generate_rows(
         return out
     batch = prompts.left_pad([list(r) for r in rows], prompts.pad_token_id(model))
     config = GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0 if stop_at_eos else max_new_tokens,
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+        min_new_tokens=0 if stop_at_eos else max_new_tokens,
         eos_token_id=eos, pad_token_id=prompts.pad_token_id(model), use_cache=True,
     )
     procs = _processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts), seeds)

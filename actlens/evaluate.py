@@ -30,7 +30,7 @@ from actlens.intervene import _window, additions
 from actlens.types import Align
 from actlens.vectors import SteeringVector, random_like
 
-DEFAULT_KS: tuple[int, ...] = tuple(sorted({int(math.ceil(k)) for k in np.logspace(0, 2, 20)}))
+DEFAULT_KS: tuple[int, ...] = tuple(sorted({math.ceil(k) for k in np.logspace(0, 2, 20)}))
 """The authors' K values: unique(ceil(logspace(0, 2, 20))), i.e. 1..100 (``lama_demo.py``)."""
 
 Condition = tuple[str, Request | None, str | None]
@@ -53,7 +53,8 @@ def _excluded(model: TransformerBridge, request: Request | None, length: int) ->
     if request is None or request.align == "all":
         return set()
     out: set[int] = set()
-    for adds in additions(model, request.vector, request.coeff, align=request.align, position=request.position).values():
+    grouped = additions(model, request.vector, request.coeff, align=request.align, position=request.position)
+    for adds in grouped.values():
         for add in adds:
             a = _window(add, 0, length)
             out |= set(range(a, a + add.k))
@@ -96,7 +97,8 @@ def score_texts(
                              f"{need} positions plus one token to score. Use longer texts")
         excluded = set().union(*(_excluded(model, req, len(row)) for _, req, _ in conditions))
         scored.append([p for p in range(len(row) - 1) if p not in excluded])
-    prefixes = {name: prompts.encode(model, prefix, prepend_bos=False) if prefix else [] for name, _, prefix in conditions}
+    prefixes = {name: prompts.encode(model, prefix, prepend_bos=False) if prefix else []
+                for name, _, prefix in conditions}
     results = []
     for lo in range(0, len(ids), batch_size):
         idx = list(range(lo, min(lo + batch_size, len(ids))))

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None, help="completions per prompt and setting (or texts)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per completion (full: 40)")
     p.add_argument("--layer-step", type=int, default=None, help="sweep every Nth layer (full: 3)")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per generate call")
+    p.add_argument("--batch-size", type=int, default=64, help="rows per generate call")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 with --smoke on a tiny model)")
     p.add_argument("--estimate", action="store_true", help="time one batch per sweep and project the full run")
@@ -63,9 +63,9 @@ def selected(only: list[str] | None) -> list[str]:
 
     >>> selected(["capital_recall,norm_profile"])
     ['capital_recall', 'norm_profile']
-    >>> selected(["nope"])
+    >>> selected(["nope"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, sentiment_by_coeff, capital_recall, norm_profile, cosine_layers, logit_lens, kl_tokens, layer_ablation
+    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, ..., layer_ablation
     """
     if not only:
         return list(JOBS)
@@ -149,9 +149,10 @@ def _version(dist: str) -> str | None:
 def git_state() -> dict:
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
+                                check=False)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=20)
+                               capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.SubprocessError):
         return dict(commit=None, dirty=None)
     if commit.returncode:

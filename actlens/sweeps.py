@@ -26,7 +26,8 @@ from typing import Literal, get_args
 import pandas as pd
 from transformer_lens import TransformerBridge
 
-from actlens import _validation, metrics as _metrics
+from actlens import _validation
+from actlens import metrics as _metrics
 from actlens._store import Store, config_hash
 from actlens.batched import Request, encode_rows, generate_rows, key_seed
 from actlens.model import check_layer
@@ -366,8 +367,10 @@ def bench_grid(model: TransformerBridge) -> Grid:
                 seeds=[0, 1], controls=("unsteered", "random"))
 
 
-def compare_batched(model: TransformerBridge, grid: Grid | None = None, *, sampling: Sampling = Sampling(max_new_tokens=20),
-                    batch_size: int = 64) -> BatchCheck:
+def compare_batched(
+    model: TransformerBridge, grid: Grid | None = None, *, sampling: Sampling = Sampling(max_new_tokens=20),
+    batch_size: int = 64,
+) -> BatchCheck:
     """Run ``grid`` batched and separately (see :func:`sweep`'s ``mode``); time both, compare numbers.
 
     ``grid`` defaults to :func:`bench_grid`. ``identical`` is True when every completion is the same
@@ -387,5 +390,17 @@ def compare_batched(model: TransformerBridge, grid: Grid | None = None, *, sampl
                       batch_size)
 
 
-__all__ = ["BatchCheck", "CONTROLS", "Grid", "Sampling", "Setting", "SweepResult", "VectorSpec", "bench_grid",
-           "compare_batched", "mean_diff_spec", "pair_spec", "sweep"]
+__all__ = [
+    "CONTROLS",
+    "BatchCheck",
+    "Grid",
+    "Sampling",
+    "Setting",
+    "SweepResult",
+    "VectorSpec",
+    "bench_grid",
+    "compare_batched",
+    "mean_diff_spec",
+    "pair_spec",
+    "sweep",
+]

@@ -37,7 +37,7 @@ import os
 
 SMOKE = os.environ.get("ACTLENS_SMOKE", "").lower() not in ("", "0", "false", "no")
 MODEL = "smollm2-135m"  # the embedded model; any name actlens.load_model accepts works
-LAYER, COEFF = 6, 5.0  # Love − Hate at layer 6, coefficient 5: the settings used with GPT-2-XL
+LAYER, COEFF = 6, 5.0  # a GPT-2-XL setting from the ActAdd write-ups
 PROMPTS = ["I hate you because"] if SMOKE else ["I hate you because", "My neighbour is", "The weather today is"]
 SEEDS = [0] if SMOKE else [0, 1, 2]
 MAX_NEW_TOKENS = 8 if SMOKE else 40
@@ -77,13 +77,13 @@ for seed in SEEDS:
 
 # %% [markdown]
 # ## The demo's measured settings
-# SmolLM2's first positions carry residual norms several times the typical norm, so a front-aligned ActAdd vector on
-# this small model is dominated by them and moves sentiment little. `actlens demo` therefore uses the candidate that
-# measurably shifted VADER sentiment (`actlens demo --measure`: 24 prompts × 3 seeds, against unsteered completions
-# and a norm-matched random vector): a **mean-difference** vector over 12 positive/negative sentence pairs, read at the
-# last token, added at **every** position (`align="all"`).
-# With the smoke settings (one prompt, one seed, eight tokens) the sentiment means below say nothing; the README has
-# the measurement.
+# SmolLM2's first positions carry residual norms 5–8× the typical norm, so on this small model a front-aligned ActAdd
+# vector is dominated by those positions (see `02_anatomy`). `actlens demo` therefore does not use the paper's
+# settings but the candidate that measurably shifted VADER sentiment in `actlens demo --measure` (24 prompts × 3
+# seeds, against unsteered completions and a norm-matched random vector): a **mean-difference** vector over 12
+# positive/negative sentence pairs, read at the last token, added at **every** position (`align="all"`).
+# With the smoke settings (one prompt, one seed, eight tokens) the sentiment means below say nothing; run
+# `actlens demo --measure` for the measurement.
 
 # %%
 demo_vector = make_vector(model, DEMO)
@@ -120,21 +120,19 @@ print(again)
 
 # %%
 def steer_once(layer=LAYER, coeff=COEFF, prompt=PROMPTS[0]):
-    """Extract Love − Hate at `layer` and print a paired unsteered/steered completion of `prompt`."""
     vec = actlens.actadd_vector(model, "Love", "Hate", layer=layer)
     print(actlens.generate(model, prompt, vector=vec, coeff=coeff, max_new_tokens=MAX_NEW_TOKENS, paired=True))
 
 
-try:
+try:  # sliders need a live Jupyter kernel and ipywidgets (`python 01_quickstart.py` has neither)
     from IPython import get_ipython
-    from ipywidgets import FloatSlider, IntSlider, Text, interact_manual
+    from ipywidgets import interact_manual
 
     live = getattr(get_ipython(), "kernel", None) is not None
-except ImportError:  # plain `python 01_quickstart.py`, or ipywidgets missing
+except ImportError:
     live = False
-if live:
-    interact_manual(steer_once, layer=IntSlider(value=LAYER, min=0, max=model.cfg.n_layers - 1),
-                    coeff=FloatSlider(value=COEFF, min=-20.0, max=20.0, step=0.5), prompt=Text(value=PROMPTS[0]))
+if live:  # nothing runs until "Run Interact" is clicked; initial values are steer_once's defaults
+    interact_manual(steer_once, layer=(0, model.cfg.n_layers - 1), coeff=(-20.0, 20.0, 0.5), prompt=PROMPTS[0])
 else:
     print("no live Jupyter kernel with ipywidgets: call steer_once(layer, coeff, prompt) instead")
 

@@ -48,7 +48,7 @@ import os
 SMOKE = os.environ.get("ACTLENS_SMOKE", "").lower() not in ("", "0", "false", "no")
 MODEL_NAME = os.environ.get("ACTLENS_MODEL", "gpt2-xl")  # a hub name in the local cache, or a directory
 DTYPE = None  # None: float32; torch.bfloat16 halves the memory
-PAIR, LAYER, COEFF = ("Love", "Hate"), 6, 5.0  # the paper's Love − Hate settings on GPT-2-XL
+PAIR, LAYER, COEFF = ("Love", "Hate"), 6, 5.0  # a GPT-2-XL setting from the ActAdd write-ups
 PROMPTS = ["I hate you because"] if SMOKE else ["I hate you because", "My neighbour is", "The weather today is"]
 SEEDS = [0] if SMOKE else [0, 1, 2]
 MAX_NEW_TOKENS = 8 if SMOKE else 40

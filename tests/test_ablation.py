@@ -54,14 +54,10 @@ def test_remove_direction_is_scoped_and_validates(tiny):
     with pytest.raises(RuntimeError, match="boom"), ablation.remove_direction(tiny, {1: torch.ones(tiny.cfg.d_model)}):
         raise RuntimeError("boom")
     assert _hooks_registered(tiny) == before
-    with pytest.raises(ValueError, match="non-zero finite"):
-        with ablation.remove_direction(tiny, {1: torch.zeros(tiny.cfg.d_model)}):
-            pass
-    with pytest.raises(ValueError, match="non-zero finite"):
-        with ablation.remove_direction(tiny, {1: torch.ones(3)}):
-            pass
-    with pytest.raises(ValueError, match="layer must be in"):
-        with ablation.remove_direction(tiny, {99: torch.ones(tiny.cfg.d_model)}):
+    d = tiny.cfg.d_model
+    for directions, match in (({1: torch.zeros(d)}, "non-zero finite"), ({1: torch.ones(3)}, "non-zero finite"),
+                              ({99: torch.ones(d)}, "layer must be in")):
+        with pytest.raises(ValueError, match=match), ablation.remove_direction(tiny, directions):
             pass
 
 

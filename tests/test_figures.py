@@ -45,7 +45,7 @@ def test_smoke_run_writes_every_figure_and_the_manifest(smoke):
 
 
 def test_sampling_figures_keep_their_completions_and_resume(smoke):
-    code, out = smoke
+    _, out = smoke
     files = sorted(p.name for p in out.glob("*.completions.jsonl"))
     assert files == ["sentiment_by_coeff.actadd.completions.jsonl", "sentiment_by_coeff.mean_diff.completions.jsonl",
                      "topic_by_layer.actadd.completions.jsonl", "topic_by_layer.mean_diff.completions.jsonl"]

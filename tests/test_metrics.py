@@ -98,7 +98,10 @@ def test_perplexity_ratio_matches_a_hand_computation(tiny_models):
     steered, batch = actlens.steered_logits(model, [text], v, 3.0)
     ids = batch.tokens[0]
     pos = torch.arange(v.k, len(ids) - 1)  # predictions at injected positions [0, k) are masked
-    nll = lambda logits: -logits[0, pos].log_softmax(-1)[torch.arange(len(pos)), ids[pos + 1]].mean()  # noqa: E731
+
+    def nll(logits):
+        return -logits[0, pos].log_softmax(-1)[torch.arange(len(pos)), ids[pos + 1]].mean()
+
     assert f.n_scored == len(pos)
     assert f.ppl_ratio == pytest.approx(float(torch.exp(nll(steered) - nll(base))), rel=1e-5)
 

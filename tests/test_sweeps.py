@@ -89,7 +89,8 @@ def test_batched_sweep_equals_separate_runs(tiny_models, arch):
     grid = _grid(vectors=[pair_spec("Love", "Hate"), mean_diff_spec([("I love it", "I hate it")], name="md")])
     check = compare_batched(tiny_models[arch], grid, sampling=SHORT, batch_size=64)
     assert check.identical and check.max_abs_diff == 0.0
-    n_settings = 1 + 2 * (1 + 2 * 2 * 2) - 1  # unsteered + per vector (prompting + steered/random x layers x coeffs); md has no prefix
+    # unsteered + per vector (prompting + steered/random x layers x coeffs); "md" has no prompting prefix
+    n_settings = 1 + 2 * (1 + 2 * 2 * 2) - 1
     assert check.n_completions == n_settings * 2 * 2
 
 

@@ -55,11 +55,13 @@ def fig_topic_by_layer(rate: pd.DataFrame, count: pd.DataFrame, *, title: str = 
     condition, vector, layer, coeff, n, mean, ci_low, ci_high). Unsteered is a dotted line.
 
     >>> s = pd.DataFrame(dict(condition=["unsteered", "steered", "steered"], vector=["", "w", "w"], layer=[None, 0, 1],
-    ...                       coeff=[None, 1.0, 1.0], n=[4, 4, 4], mean=[0.0, 0.5, 0.2], ci_low=[0, 0.1, 0], ci_high=[0, .9, .5]))
+    ...                       coeff=[None, 1.0, 1.0], n=[4, 4, 4], mean=[0.0, 0.5, 0.2], ci_low=[0, 0.1, 0],
+    ...                       ci_high=[0, .9, .5]))
     >>> fig_topic_by_layer(s, s).layout.xaxis.title.text
     'layer L (blocks.L.hook_resid_pre)'
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("completions with ≥ 1 wedding word", "wedding words per completion"))
+    fig = make_subplots(rows=1, cols=2,
+                        subplot_titles=("completions with ≥ 1 wedding word", "wedding words per completion"))
     for col, frame in ((1, rate), (2, count)):
         _need(frame, ["condition", "vector", "layer", "coeff", "mean", "ci_low", "ci_high"], "fig_topic_by_layer")
         lines = frame[frame.condition.isin(["steered", "random"])]
@@ -69,7 +71,8 @@ def fig_topic_by_layer(rate: pd.DataFrame, count: pd.DataFrame, *, title: str = 
                 fig.add_trace(go.Scatter(
                     x=group.layer.tolist(), y=group["mean"].tolist(), error_y=_errors(group), mode="lines+markers",
                     name=f"{vector} c={coeff:g}" + (" [random]" if condition == "random" else ""),
-                    line=dict(color=PALETTE[i % len(PALETTE)], **STYLE[condition]), legendgroup=f"{vector}{coeff}{condition}",
+                    line=dict(color=PALETTE[i % len(PALETTE)], **STYLE[condition]),
+                    legendgroup=f"{vector}{coeff}{condition}",
                     showlegend=col == 1), row=1, col=col)
         xs = [float(v) for v in frame.layer.dropna()] or [0.0]
         for _, stats in frame[frame.condition == "unsteered"].iterrows():
@@ -133,7 +136,8 @@ def fig_sentiment_by_coeff(summary: pd.DataFrame, *, metric_label: str = "VADER 
                     row=1, col=col)
         xs = [float(v) for v in sub.coeff.dropna()] or [0.0]
         for _, stats in sub[sub.condition == "prompting"].iterrows():
-            _baseline(fig, stats, "prompting (phrase prepended)", xs, colour=PALETTE[2], showlegend=col == 1, row=1, col=col)
+            _baseline(fig, stats, "prompting (phrase prepended)", xs, colour=PALETTE[2], showlegend=col == 1,
+                      row=1, col=col)
         for _, stats in base.iterrows():
             _baseline(fig, stats, "unsteered", xs, showlegend=col == 1, row=1, col=col)
     fig.update_xaxes(title_text="coefficient c")
@@ -163,6 +167,8 @@ def fig_recall(pk: pd.DataFrame, *, title: str = "") -> go.Figure:
             err = dict(type="data", symmetric=False, array=(group.ci_high - group.p_at_k).tolist(),
                        arrayminus=(group.p_at_k - group.ci_low).tolist())
         style = STYLE["unsteered"] if condition == "unsteered" else dict(color=PALETTE[i % len(PALETTE)])
+        if "random" in condition:
+            style |= STYLE["random"]
         fig.add_trace(go.Scatter(x=group.k.tolist(), y=group.p_at_k.tolist(), error_y=err, mode="lines+markers",
                                  name=condition, line=style))
     fig.update_xaxes(type="log", title_text="K (answer among the top K next tokens)",
@@ -173,8 +179,9 @@ def fig_recall(pk: pd.DataFrame, *, title: str = "") -> go.Figure:
 
 
 def fig_ablation(by_layer: pd.DataFrame, ablated: pd.DataFrame, *, title: str = "") -> go.Figure:
-    """Left: effect of injecting at each layer (KL, steered vs random); right: share of the effect
-    that survives ablating a direction at each later layer.
+    """Left: effect of injecting at each layer (KL and wedding-token shift, steered vs random); right:
+    share of the KL effect that survives ablating a direction at each later layer (the topic-shift
+    share is in the data, not drawn: its small denominators make it noisy).
 
     ``by_layer`` is :func:`actlens.ablation.inject_each_layer`'s frame, ``ablated``
     :func:`actlens.ablation.ablate_downstream`'s.
@@ -188,7 +195,8 @@ def fig_ablation(by_layer: pd.DataFrame, ablated: pd.DataFrame, *, title: str = 
     _need(by_layer, ["layer", "condition", "kl", "topic_shift"], "fig_ablation")
     _need(ablated, ["layer", "mode", "direction", "injected_at", "kl_retained", "topic_retained"], "fig_ablation")
     fig = make_subplots(rows=1, cols=2, specs=[[{"secondary_y": True}, {}]],
-                        subplot_titles=("inject at each layer", f"ablate downstream of layer {int(ablated.injected_at.iloc[0])}"))
+                        subplot_titles=("inject at each layer",
+                                        f"ablate downstream of layer {int(ablated.injected_at.iloc[0])}"))
     for condition, colour in (("steered", PALETTE[0]), ("random", PALETTE[1])):
         group = by_layer[by_layer.condition == condition].sort_values("layer")
         fig.add_trace(go.Scatter(x=group.layer.tolist(), y=group.kl.tolist(), mode="lines+markers",
@@ -200,16 +208,19 @@ def fig_ablation(by_layer: pd.DataFrame, ablated: pd.DataFrame, *, title: str = 
         group = group.sort_values("layer")
         colour = PALETTE[(i + 2) % len(PALETTE)]
         fig.add_trace(go.Scatter(x=group.layer.tolist(), y=group.kl_retained.tolist(), mode="lines+markers",
-                                 name=f"{mode}-ablate {direction} dir.: KL kept", line=dict(color=colour)), row=1, col=2)
-        fig.add_trace(go.Scatter(x=group.layer.tolist(), y=group.topic_retained.tolist(), mode="lines",
-                                 name=f"{mode}-ablate {direction} dir.: topic shift kept",
-                                 line=dict(color=colour, dash="dot")), row=1, col=2)
+                                 name=f"{mode}-ablate {direction} direction", line=dict(color=colour)), row=1, col=2)
     fig.add_hline(y=1.0, line=dict(color="gray", dash="dot"), row=1, col=2)
+    kept = ablated["kl_retained"].to_numpy(dtype=float)
+    if (kept[~pd.isna(kept)] > 2.5).any():  # ablating a high-norm direction can disturb more than steering does
+        fig.update_yaxes(range=[-0.2, 2.5], row=1, col=2)
+        fig.add_annotation(text="y clipped at 2.5 (see kl_retained, side_kl in the CSV)", xref="x2 domain",
+                           yref="y3 domain", x=1.0, y=0.0, showarrow=False, font=dict(size=10), xanchor="right",
+                           yanchor="bottom")
     fig.update_xaxes(title_text=LAYER_AXIS, row=1, col=1)
     fig.update_xaxes(title_text="ablated layer j (blocks.j.hook_resid_pre)", row=1, col=2)
     fig.update_yaxes(title_text="mean KL(steered ‖ unsteered) [nats]", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="Δ log P(wedding tokens) [nats]", row=1, col=1, secondary_y=True)
-    fig.update_yaxes(title_text="share of the effect kept (ablated / full)", row=1, col=2)
+    fig.update_yaxes(title_text="share of the KL effect kept (ablated / full)", row=1, col=2)
     fig.update_layout(template=TEMPLATE, title=title or "Where the steering effect is injected and carried")
     return fig
 
