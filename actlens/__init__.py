@@ -12,11 +12,14 @@ from actlens.logit_lens import logit_lens
 from actlens.model import ModelIdentity, forward, hook_name, load_model
 from actlens.norms import coeff_from_units, norm_profile
 from actlens.propagation import propagation, transfer_matrix
+from actlens.sweeps import Grid, Sampling, mean_diff_spec, pair_spec, sweep
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Grid",
+    "Sampling",
     "Generation",
     "ModelIdentity",
     "PairedGeneration",
@@ -31,12 +34,15 @@ __all__ = [
     "kl_per_token",
     "logit_lens",
     "load_model",
+    "mean_diff_spec",
     "mean_diff_vector",
     "norm_profile",
+    "pair_spec",
     "propagation",
     "random_like",
     "resid_pre",
     "steer",
     "steered_logits",
+    "sweep",
     "transfer_matrix",
 ]

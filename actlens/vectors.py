@@ -73,7 +73,10 @@ class SteeringVector:
         return int(self._values.shape[1])
 
     def __repr__(self) -> str:
-        pair = f", plus={list(self.plus)}, minus={list(self.minus)}" if self.plus else ""
+        if len(self.plus) == 1:
+            pair = f", plus={self.plus[0]!r}, minus={self.minus[0]!r}"
+        else:
+            pair = f", {len(self.plus)} positive and {len(self.minus)} negative texts" if self.plus else ""
         return (
             f"SteeringVector({self.kind}, layer={self.layer}, k={self.k}, d_model={self.d_model}, "
             f"model={self.model.name!r}{pair})"

@@ -124,7 +124,7 @@ def steer_once(layer=LAYER, coeff=COEFF, prompt=PROMPTS[0]):
     print(actlens.generate(model, prompt, vector=vec, coeff=coeff, max_new_tokens=MAX_NEW_TOKENS, paired=True))
 
 
-try:  # sliders need a live Jupyter kernel and ipywidgets (`python 01_quickstart.py` has neither)
+try:  # sliders need a live Jupyter kernel (a plain `python 01_quickstart.py` has none) and ipywidgets
     from IPython import get_ipython
     from ipywidgets import interact_manual
 

@@ -57,8 +57,7 @@ from actlens.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
 from actlens.kl import kl_per_token
 from actlens.logit_lens import logit_lens
 from actlens.norms import coeff_from_units, default_reference_texts, norm_profile, units_from_coeff
-from actlens.plots.analysis import (fig_cosine, fig_kl, fig_logit_lens, fig_norm_profile, fig_propagation,
-                                    fig_transfer)
+from actlens.plots.analysis import fig_cosine, fig_kl, fig_logit_lens, fig_norm_profile, fig_propagation, fig_transfer
 from actlens.propagation import propagation, transfer_matrix
 
 model = actlens.load_model(MODEL)

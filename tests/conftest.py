@@ -3,6 +3,11 @@
 import warnings
 
 import pytest
+import torch
+
+# Tiny models are faster on one thread, and two threads waiting on a busy 2-core machine are
+# 5-20x slower (measured while developing); notebooks/conftest.py does the same for kernels.
+torch.set_num_threads(1)
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
