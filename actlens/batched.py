@@ -33,7 +33,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 from actlens import _validation, prompts
 from actlens.generation import FrequencyPenalty
 from actlens.intervene import Addition, Steering, _window, additions, padding
-from actlens.model import Positions, device_of, fast_tree, forward, hook_name, record_past, state
+from actlens.model import Positions, device_of, fast_tree, forward, hook_name, state
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
 
 
@@ -134,18 +134,10 @@ def steer_rows(model: TransformerBridge, requests: Sequence[Request | None]) -> 
     """
     per_row = _row_additions(model, requests)
     layers = sorted({layer for grouped in per_row for layer in grouped})
-    st = state(model)
-    handles = []
-    try:
-        for layer in layers:  # the bridge path records the KV-cache length here; the fast tree records its own
-            handles.append(model.blocks[layer].register_forward_pre_hook(
-                record_past(st.positions, layer), with_kwargs=True))
-        hooks = [(hook_name(layer), _row_hook([g.get(layer, []) for g in per_row], st.positions)) for layer in layers]
-        with model.hooks(fwd_hooks=hooks):
-            yield model
-    finally:
-        for handle in handles:
-            handle.remove()
+    st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
+    hooks = [(hook_name(layer), _row_hook([g.get(layer, []) for g in per_row], st.positions)) for layer in layers]
+    with model.hooks(fwd_hooks=hooks):
+        yield model
 
 
 def encode_rows(

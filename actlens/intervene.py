@@ -22,7 +22,7 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _validation
-from actlens.model import Positions, check_layer, hook_name, record_past, state
+from actlens.model import Positions, check_layer, hook_name, state
 from actlens.types import ALIGNS, Align
 from actlens.vectors import SteeringVector
 
@@ -178,19 +178,10 @@ def steer(
     True
     """
     grouped = additions(model, vector, coeff, align=align, position=position)
-    st = state(model)
-    handles = []
-    try:
-        for layer in grouped:
-            # The bridge path records the KV-cache length here; the fast tree records its own.
-            handles.append(model.blocks[layer].register_forward_pre_hook(
-                record_past(st.positions, layer), with_kwargs=True))
-        hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
-        with model.hooks(fwd_hooks=hooks):
-            yield model
-    finally:
-        for handle in handles:
-            handle.remove()
+    st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
+    hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
+    with model.hooks(fwd_hooks=hooks):
+        yield model
 
 
 @contextlib.contextmanager

@@ -97,8 +97,20 @@ def state(model: TransformerBridge) -> State:
     found = model.__dict__.get("_actlens")
     if found is None:
         found = State(name=str(getattr(model.cfg, "model_name", "unknown")), fast=None)
-        object.__setattr__(model, "_actlens", found)  # plain attribute, not a submodule
+        _attach(model, found)
     return found
+
+
+def _attach(model: TransformerBridge, st: State) -> None:
+    """Give ``model`` its state, and make every block record where its input chunk starts.
+
+    The recorders are part of the model's set-up, not an intervention: they read the KV
+    cache's length and change nothing, so that any hook on the bridge path (steering,
+    ablation, caching) knows the absolute positions of what it sees.
+    """
+    object.__setattr__(model, "_actlens", st)  # plain attribute, not a submodule
+    for layer, block in enumerate(model.blocks):
+        block.register_forward_pre_hook(record_past(st.positions, layer), with_kwargs=True)
 
 
 def fast_tree(model: TransformerBridge) -> nn.Module | None:
@@ -165,7 +177,7 @@ def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
         hf, type(hf).__name__, hf_config=hf.config, tokenizer=tokenizer, model_name=name
     ).eval()
     st = State(name=name, fast=fast)
-    object.__setattr__(bridge, "_actlens", st)
+    _attach(bridge, st)
     for layer, module in enumerate(_decoder_layers(fast)):
         hook_point = bridge.hook_dict[hook_name(layer)]
         module.register_forward_pre_hook(
@@ -301,6 +313,17 @@ class ModelIdentity:
 def identity(model: TransformerBridge) -> ModelIdentity:
     cfg = model.cfg
     return ModelIdentity(state(model).name, int(cfg.d_model), int(cfg.n_layers), int(cfg.d_vocab))
+
+
+def hooks_registered(model: TransformerBridge) -> int:
+    """Forward hooks on the model's HookPoints (aliases counted once): 0 when nothing is steering.
+
+    >>> from actlens.tiny import tiny_model
+    >>> hooks_registered(tiny_model())
+    0
+    """
+    unique = {id(hp): hp for hp in model.hook_dict.values()}
+    return sum(len(hp._forward_hooks) for hp in unique.values())
 
 
 def n_layers(model: TransformerBridge) -> int:

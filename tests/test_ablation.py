@@ -5,23 +5,12 @@ import torch
 
 import actlens
 from actlens import ablation
-from actlens.model import hook_name
+from actlens.model import hooks_registered, hook_name
 from actlens.sweeps import pair_spec
 
 TEXTS = ["The weather today is nice and warm.", "I think that we should go home now."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _hooks_registered(model) -> int:
-    unique = {id(hp): hp for hp in model.hook_dict.values()}
-    return sum(len(hp._forward_hooks) for hp in unique.values())
 
 
 def _capture(model, layer, tokens):
@@ -38,7 +27,7 @@ def _capture(model, layer, tokens):
 @pytest.mark.parametrize("mean", [0.0, 2.5])
 def test_remove_direction_sets_the_projection_after_bos(tiny, mean):
     tokens = torch.tensor([[0, 40, 41, 42, 43]])
-    u = torch.randn(tiny.cfg.d_model)
+    u = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(0))
     unit = u / u.norm()
     before = _capture(tiny, 2, tokens)
     with ablation.remove_direction(tiny, {2: u}, means={2: mean}):
@@ -50,10 +39,10 @@ def test_remove_direction_sets_the_projection_after_bos(tiny, mean):
 
 
 def test_remove_direction_is_scoped_and_validates(tiny):
-    before = _hooks_registered(tiny)
+    before = hooks_registered(tiny)
     with pytest.raises(RuntimeError, match="boom"), ablation.remove_direction(tiny, {1: torch.ones(tiny.cfg.d_model)}):
         raise RuntimeError("boom")
-    assert _hooks_registered(tiny) == before
+    assert hooks_registered(tiny) == before
     d = tiny.cfg.d_model
     for directions, match in (({1: torch.zeros(d)}, "non-zero finite"), ({1: torch.ones(3)}, "non-zero finite"),
                               ({99: torch.ones(d)}, "layer must be in")):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from actlens.cosine import cosine_across_layers, cosine_matrix
+from actlens.model import hooks_registered
 from actlens.vectors import actadd_vector, mean_diff_vector
 
 
@@ -24,7 +25,7 @@ def test_symmetric_with_unit_diagonal(tiny, reduce):
     k = actadd_vector(tiny, "Love", "Hat!", 0).k
     per_layer = k - 1 if reduce == "per_position" else 1  # the BOS row is not an item
     assert result.matrix.shape == (4 * per_layer, 4 * per_layer)
-    assert all(not hp._forward_hooks for hp in tiny.hook_dict.values())
+    assert hooks_registered(tiny) == 0
 
 
 def test_identical_tokens_give_nan_not_fake_cosines(tiny_models):

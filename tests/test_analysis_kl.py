@@ -8,12 +8,10 @@ import torch
 from actlens import _analysis, kl
 from actlens.tiny import tiny_model
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
+from actlens.model import hooks_registered
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]
 
-
-def no_hooks(model) -> bool:
-    return all(not hp._forward_hooks for hp in model.hook_dict.values())
 
 
 # --- pure math ------------------------------------------------------------------------------
@@ -56,7 +54,7 @@ def test_masking_removes_exactly_the_injection_positions(tiny):
         assert torch.equal(result.counted[i], real & ~injected)
     assert int(result.counted.sum()) == sum(result.lengths) - len(TEXTS) * vec.k
     assert result.masked_injection
-    assert no_hooks(tiny)
+    assert not hooks_registered(tiny)
 
 
 def test_masking_for_other_alignments(tiny_models):
@@ -147,7 +145,7 @@ def test_bad_input_raises_before_running(tiny_models, texts, kwargs, error, matc
     args = dict(coeff=2.0) | kwargs
     with pytest.raises(error, match=match):
         kl.kl_per_token(model, texts, vec, **args)
-    assert no_hooks(model)
+    assert not hooks_registered(model)
 
 
 def test_short_texts_can_be_padded(tiny_models):
@@ -172,4 +170,4 @@ def test_kl_on_smollm2(smol):
     assert bool((result.kl_steered >= 0).all())
     assert int(result.counted.sum()) == sum(result.lengths) - 2 * vec.k
     torch.testing.assert_close(result.control_norms, vec.norms(), rtol=1e-5, atol=1e-4)
-    assert no_hooks(smol)
+    assert not hooks_registered(smol)

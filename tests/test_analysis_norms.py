@@ -8,12 +8,10 @@ from actlens import _analysis, norms
 from actlens.activations import resid_pre
 from actlens.prompts import encode
 from actlens.vectors import actadd_vector
+from actlens.model import hooks_registered
 
 REFERENCE = ["The cat sat on the mat.", "Water boils at one hundred degrees.", "We met at the station at noon."]
 
-
-def no_hooks(model) -> bool:
-    return all(not hp._forward_hooks for hp in model.hook_dict.values())
 
 
 def test_shipped_reference_texts_are_a_small_neutral_set():
@@ -43,7 +41,7 @@ def test_profile_norms_equal_vector_norm(tiny):
     frame = profile.to_frame()
     assert len(frame) == 2 * profile.k
     assert {"layer", "position", "norm", "resid_scale", "relative"} <= set(frame.columns)
-    assert no_hooks(tiny)
+    assert not hooks_registered(tiny)
 
 
 def test_residual_scale_is_median_norm_after_bos(tiny):
@@ -116,4 +114,4 @@ def test_norm_profile_on_smollm2(smol):
     vec = actlens.actadd_vector(smol, "Love", "Hate", 6)
     torch.testing.assert_close(profile.norms[1], vec.norms())
     assert bool((profile.resid_scale > 0).all())
-    assert no_hooks(smol)
+    assert not hooks_registered(smol)

@@ -6,12 +6,10 @@ import torch
 from actlens import kl
 from actlens.propagation import propagation, transfer_matrix
 from actlens.vectors import actadd_vector, mean_diff_vector
+from actlens.model import hooks_registered
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]
 
-
-def no_hooks(model) -> bool:
-    return all(not hp._forward_hooks for hp in model.hook_dict.values())
 
 
 @pytest.mark.parametrize("layer", [1, 2])
@@ -21,7 +19,7 @@ def test_layers_below_the_injection_are_exactly_zero(tiny, layer):
     assert torch.equal(result.diff_norm[:, :layer], torch.zeros_like(result.diff_norm[:, :layer]))
     assert bool(result.cosine[:, :layer].isnan().all())  # no difference, no direction
     assert bool((result.diff_norm[:, layer + 1][result.real] > 0).any())
-    assert no_hooks(tiny)
+    assert not hooks_registered(tiny)
 
 
 def test_injection_layer_holds_exactly_the_added_vector(tiny):
@@ -65,7 +63,7 @@ def test_transfer_diagonal_is_ordinary_actadd_kl(tiny):
         assert float(result.kl[i, i]) == pytest.approx(direct.summary().mean_kl[0], rel=1e-5, abs=1e-7)
         assert result.n_positions == int(direct.counted.sum())
     assert len(result.to_frame()) == 4
-    assert no_hooks(tiny)
+    assert not hooks_registered(tiny)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +81,7 @@ def test_bad_input_raises(tiny_models, call, error, match):
     model = tiny_models["gpt2"]
     with pytest.raises(error, match=match):
         call(model, actadd_vector(model, "Love", "Hate", 1))
-    assert no_hooks(model)
+    assert not hooks_registered(model)
 
 
 @pytest.mark.slow
@@ -94,4 +92,4 @@ def test_propagation_and_transfer_on_smollm2(smol):
     torch.testing.assert_close(result.diff_norm[0, 6, :vec.k], vec.norms(), rtol=1e-4, atol=1e-2)
     transfer = transfer_matrix(smol, ("Love", "Hate"), [6, 12], 1.0, ["I think that the weather today is"])
     assert transfer.kl.shape == (2, 2) and bool((transfer.kl >= 0).all())
-    assert no_hooks(smol)
+    assert not hooks_registered(smol)

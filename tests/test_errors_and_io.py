@@ -4,12 +4,9 @@ import pytest
 import torch
 
 import actlens
+from actlens.model import hooks_registered
 from actlens.tiny import tiny_model
 
-
-def _hook_count(model) -> int:
-    unique = {id(hp): hp for hp in model.hook_dict.values()}
-    return sum(len(hp._forward_hooks) for hp in unique.values())
 
 
 def test_save_load_round_trip_is_exact(tiny, tmp_path):
@@ -44,7 +41,7 @@ def test_vector_from_another_model_shape_is_refused(tiny_models):
     with pytest.raises(ValueError, match="d_model 32 vs 64"):
         with actlens.steer(small, v, 1.0):
             pass
-    assert _hook_count(small) == 0
+    assert hooks_registered(small) == 0
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -59,7 +56,7 @@ def test_bad_steering_requests(tiny, bad, match):
         v = actlens.actadd_vector(tiny, "Love", "Hate", args["layer"])
         with actlens.steer(tiny, v, args["coeff"], align=args["align"]):
             pass
-    assert _hook_count(tiny) == 0
+    assert hooks_registered(tiny) == 0
 
 
 def test_empty_prompts(tiny):

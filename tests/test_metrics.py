@@ -12,13 +12,6 @@ from actlens import corpora, evaluate, metrics
 from actlens.batched import Request
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 # --- pure text metrics ------------------------------------------------------------------------
 @pytest.mark.parametrize("text, count", [

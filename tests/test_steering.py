@@ -6,12 +6,8 @@ import torch
 import actlens
 from actlens import prompts
 from actlens.intervene import padding
-from actlens.model import forward, hook_name
+from actlens.model import hooks_registered, forward, hook_name
 
-
-def _hooks_registered(model) -> int:
-    unique = {id(hp): hp for hp in model.hook_dict.values()}  # aliases share HookPoints
-    return sum(len(hp._forward_hooks) for hp in unique.values())
 
 
 def _batch(model, texts):
@@ -113,13 +109,14 @@ def test_hooks_never_write_into_their_input(tiny):
 
 def test_no_hook_remains_after_an_exception(tiny):
     v = actlens.actadd_vector(tiny, "Love", "Hate", 1)
-    assert _hooks_registered(tiny) == 0
+    assert hooks_registered(tiny) == 0
+    pre_hooks = [len(b._forward_pre_hooks) for b in tiny.blocks]  # actlens's position recorders
     with pytest.raises(RuntimeError, match="boom"):
         with actlens.steer(tiny, v, 2.0):
-            assert _hooks_registered(tiny) == 1
+            assert hooks_registered(tiny) == 1
             raise RuntimeError("boom")
-    assert _hooks_registered(tiny) == 0
-    assert all(not b._forward_pre_hooks for b in tiny.blocks)
+    assert hooks_registered(tiny) == 0
+    assert [len(b._forward_pre_hooks) for b in tiny.blocks] == pre_hooks
 
 
 def test_user_hooks_survive_steering(tiny):
@@ -146,7 +143,7 @@ def test_short_prompt_is_an_error_or_padded_on_request(tiny):
     with pytest.raises(ValueError, match="align='all'"):  # the raw forward path says so too
         with actlens.steer(tiny, v, 2.0):
             forward(tiny, torch.tensor([prompts.encode(tiny, "Hi")]))
-    assert _hooks_registered(tiny) == 0
+    assert hooks_registered(tiny) == 0
 
 
 def test_mean_diff_vector_is_mean_of_last_token_differences(tiny):
@@ -179,3 +176,14 @@ def test_random_control_has_the_same_norms(tiny):
     r = actlens.random_like(v, seed=3)
     torch.testing.assert_close(r.norms(), v.norms(), atol=1e-4, rtol=1e-5)
     assert r.kind == "random" and not torch.allclose(r.values[1:], v.values[1:])
+
+
+def test_bridge_forward_after_cached_generation_sees_fresh_positions(tiny_hf_model):
+    """A KV-cached generate leaves the cache length behind; the next plain forward must not reuse it."""
+    v = actlens.actadd_vector(tiny_hf_model, "Love", "Hate", 1)
+    tokens = torch.tensor([prompts.encode(tiny_hf_model, "I think that you are")])
+    with actlens.steer(tiny_hf_model, v, 3.0):
+        fresh = tiny_hf_model(tokens)
+    actlens.generate(tiny_hf_model, "Hello there, friend", max_new_tokens=6, temperature=0)
+    with actlens.steer(tiny_hf_model, v, 3.0):
+        assert torch.equal(tiny_hf_model(tokens), fresh)

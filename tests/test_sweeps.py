@@ -8,23 +8,12 @@ import torch
 import actlens
 from actlens import prompts
 from actlens.batched import Request, encode_rows, forward_rows, generate_rows, key_seed, steer_rows
+from actlens.model import hooks_registered
 from actlens.sweeps import Grid, Sampling, compare_batched, mean_diff_spec, pair_spec, sweep
 
 SHORT = Sampling(max_new_tokens=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread; two spin-wait badly when the cores are shared."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _hooks_registered(model) -> int:
-    unique = {id(hp): hp for hp in model.hook_dict.values()}
-    return sum(len(hp._forward_hooks) for hp in unique.values())
 
 
 def _grid(**kw) -> Grid:
@@ -44,10 +33,10 @@ def test_steer_rows_equals_steer_per_row(tiny):
 
 def test_steer_rows_leaves_no_hooks_even_on_error(tiny):
     v = actlens.actadd_vector(tiny, "Love", "Hate", 1)
-    before = _hooks_registered(tiny)
+    before = hooks_registered(tiny)
     with pytest.raises(RuntimeError, match="boom"), steer_rows(tiny, [Request(v, 1.0)]):
         raise RuntimeError("boom")
-    assert _hooks_registered(tiny) == before
+    assert hooks_registered(tiny) == before
 
 
 def test_steer_rows_rejects_a_wrong_row_count(tiny):
