@@ -282,9 +282,14 @@ def cosine_layers(job: Job) -> Output:
 
     result = cosine_across_layers(job.model, ("Love", "Hate"))
     frame = result.to_frame()
-    return Output(fig_cosine(result), frame, dict(pair=["Love", "Hate"], reduce="sum", method="actadd"), [],
-                  ["Cosine of the Love−Hate ActAdd vector (positions summed) between every two layers; the paper "
-                   "reports no such analysis."])
+    adjacent = frame[frame.b_layer == frame.a_layer + 1].set_index("a_layer").cosine
+    low = adjacent.idxmin()
+    early, late = job.layer(0.2), job.layer(2 / 3)
+    far = frame[(frame.a_layer == early) & (frame.b_layer == late)].cosine.iloc[0]
+    notes = [f"Cosine of the Love−Hate ActAdd vector (positions summed) between every two layers; adjacent layers "
+             f"agree at {adjacent.median():.2f} (median), least between layers {low} and {low + 1} "
+             f"({adjacent[low]:.2f}); layer {early} vs layer {late}: {far:.2f}. The paper reports no such analysis."]
+    return Output(fig_cosine(result), frame, dict(pair=["Love", "Hate"], reduce="sum", method="actadd"), [], notes)
 
 
 def logit_lens_table(job: Job) -> Output:
@@ -292,10 +297,14 @@ def logit_lens_table(job: Job) -> Output:
     from actlens.plots.analysis import fig_logit_lens
 
     result = logit_lens(job.model, (" weddings", ""), layers=job.layers(every=True), top_k=10)
-    return Output(fig_logit_lens(result, kind="table"), result.to_frame(),
-                  dict(pair=[" weddings", ""], layers=job.layers(every=True), top_k=10, norm="residual"), [],
-                  ["Tokens the ' weddings' − '' vector promotes and suppresses when read through the final norm and "
-                   "unembedding at each layer (no counterpart in the paper)."])
+    frame = result.to_frame()
+    notes = ["Tokens the ' weddings' − '' vector promotes and suppresses when read through the final norm and "
+             "unembedding at each layer (no counterpart in the paper). Top 3 promoted at the first real position:"]
+    for layer in (job.layer(0.2), job.layer(0.5), job.n_layers - 1):
+        top = frame[(frame.layer == layer) & (frame.direction == "promoted") & (frame.position == 1)].nsmallest(3, "rank")
+        notes.append(f"layer {layer}: " + ", ".join(repr(t) for t in top.token))
+    return Output(fig_logit_lens(result, kind="table"), frame,
+                  dict(pair=[" weddings", ""], layers=job.layers(every=True), top_k=10, norm="residual"), [], notes)
 
 
 def kl_tokens(job: Job) -> Output:
@@ -314,6 +323,31 @@ def kl_tokens(job: Job) -> Output:
                                          "changes the distribution more than the random one.")]
     return Output(fig_kl(result, text=0), result.to_frame(), dict(layer=layer, coeff=1.0, pair=[" weddings", ""],
                                                                    texts=list(KL_TEXTS), control_seed=0), [0], notes)
+
+
+def propagation_figure(job: Job) -> Output:
+    from actlens.plots.analysis import fig_propagation
+    from actlens.propagation import propagation
+
+    layer = job.layer(0.2)
+    vector = actadd_vector(job.model, " weddings", "", layer)
+    result = propagation(job.model, vector, 1.0, list(KL_TEXTS))
+    frame = result.to_frame()
+    main = int(vector.norms().argmax())  # the injected position with the largest difference
+    at = frame[(frame.position == main)].groupby("layer")[["relative", "cosine"]].mean()
+    later = frame[(frame.position >= vector.k)].groupby("layer").relative.mean()
+    below = frame[frame.layer < layer].diff_norm.abs().max()
+    last = job.n_layers - 1
+    notes = [f"Injected at layer {layer} (c = 1): layers below it are unchanged (max ‖Δresid‖ {below:.1f}).",
+             f"At the injected position {main}, ‖Δresid‖/‖resid‖ is {at.relative[layer]:.2f} at layer {layer}, "
+             f"{at.relative[min(layer + 4, last)]:.2f} at layer {min(layer + 4, last)} and {at.relative[last]:.2f} at "
+             f"layer {last}; its cosine to the injected vector is {at.cosine[min(layer + 1, last)]:.2f} one layer later "
+             f"and {at.cosine[last]:.2f} at layer {last}.",
+             f"At positions after the injection (≥ {vector.k}, reached only through attention) the relative difference grows from "
+             f"{later[min(layer + 1, last)]:.3f} (layer {min(layer + 1, last)}) to {later[last]:.3f} (layer {last}). "
+             "The paper has no propagation analysis."]
+    return Output(fig_propagation(result), frame, dict(layer=layer, coeff=1.0, pair=[" weddings", ""],
+                                                       texts=list(KL_TEXTS)), [], notes)
 
 
 # --- 9. layer ablation ------------------------------------------------------------------------------------------
@@ -402,6 +436,10 @@ JOBS: dict[str, FigureJob] = {
         "Per-token KL of the weddings vector against a random control",
         "KL(steered ‖ unsteered) of the next-token distribution at each token of a text, for the weddings vector "
         "and a norm-matched random vector; grey positions (injected) are excluded from means.", kl_tokens, False),
+    "propagation": FigureJob(
+        "Propagation of the weddings vector through later layers",
+        "‖steered − unsteered‖ relative to the residual norm, and its cosine to the injected vector, at every layer "
+        "and position after injecting the ' weddings' − '' vector (mean over texts).", propagation_figure, False),
     "layer_ablation": FigureJob(
         "Inject at each layer; ablate the vector's direction downstream",
         "Left: mean KL and the shift of log-probability mass on wedding tokens when the weddings vector is injected "

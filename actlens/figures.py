@@ -254,7 +254,8 @@ def _run(args: argparse.Namespace, ids: list[str]) -> int:
         if args.estimate and spec.generates:
             continue
         entry = dict(title=spec.title, status="ok", shows=spec.shows, config=output.config, seeds=output.seeds,
-                     model=manifest["model"], smoke=args.smoke, elapsed_s=round(elapsed, 1), notes=output.notes,
+                     model=manifest["model"], git=manifest["git"], versions=manifest["versions"], smoke=args.smoke,
+                     elapsed_s=round(elapsed, 1), notes=output.notes,
                      updated=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         entry |= _write(fig_id, output, out, png)
         manifest["figures"][fig_id] = entry
