@@ -179,7 +179,7 @@ def test_pt_dict_round_trip(tiny_models, tmp_path):
 def test_pt_matches_steering_vectors_library(tiny_models, tmp_path):
     """steering-vectors adds layer_activations[i] to the output of decoder block i; after import,
     actlens (align="all") must give the same logits as the library's own apply()."""
-    sv_lib = pytest.importorskip("steering_vectors")
+    import steering_vectors as sv_lib  # installed by the test command (--no-deps: it pins transformers<5)
     from actlens.tiny import tiny_hf
 
     model = tiny_models["llama"]
