@@ -135,12 +135,6 @@ def steering_addition(
     return next(iter(grouped.values()))[0]
 
 
-def min_length(add: Addition) -> int:
-    """Prompt positions (BOS included) a positional addition needs."""
-    if add.align == "all":
-        return 1
-    return add.k + (0 if add.bos_row or not add.prepend_bos else 1)
-
 
 def injected(add: Addition, batch: prompts.Batch) -> Bool[Tensor, "batch pos"]:
     """True at every position the addition writes to (the zero BOS row of ActAdd included)."""
@@ -169,7 +163,7 @@ def encode_texts(
     """Validate and left-pad ``texts``; a text shorter than the injection raises (or is padded)."""
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
     texts = _validation.texts("texts", texts)
-    need = 1 if add is None else min_length(add)
+    need = 1 if add is None else add.min_length
     return texts, prompts.encode_batch(model, texts, min_length=need, short_prompt=short_prompt)
 
 

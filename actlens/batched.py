@@ -32,7 +32,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 from actlens import _validation, prompts
 from actlens.generation import FrequencyPenalty
-from actlens.intervene import Addition, Steering, _window, additions, padding
+from actlens.intervene import Addition, Steering, _window, additions, needed_length, padding
 from actlens.model import Positions, device_of, fast_tree, forward, hook_name, state
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
 
@@ -69,10 +69,9 @@ def _row_additions(model: TransformerBridge, requests: Sequence[Request | None])
 
 def min_length(model: TransformerBridge, request: Request | None) -> int:
     """Prompt positions (BOS included) that ``request`` needs: 1 without a positional vector."""
-    if request is None or request.align == "all":
+    if request is None:
         return 1
-    grouped = additions(model, request.vector, request.coeff, align=request.align, position=request.position)
-    return max(a.k + (0 if a.bos_row or not a.prepend_bos else 1) for adds in grouped.values() for a in adds)
+    return needed_length(model, request.vector, request.coeff, align=request.align, position=request.position)
 
 
 def _row_hook(rows: list[list[Addition]], positions: Positions):

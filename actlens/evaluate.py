@@ -27,6 +27,7 @@ from transformer_lens import TransformerBridge
 from actlens import _validation, prompts
 from actlens.batched import Request, forward_rows, min_length
 from actlens.intervene import _window, additions
+from actlens.kl import kl_divergence
 from actlens.types import Align
 from actlens.vectors import SteeringVector, random_like
 
@@ -44,8 +45,7 @@ def kl_from_logits(p_logits: Float[Tensor, "*n d_vocab"], q_logits: Float[Tensor
     >>> float(kl_from_logits(x, x))
     0.0
     """
-    lp, lq = torch.log_softmax(p_logits.float(), -1), torch.log_softmax(q_logits.float(), -1)
-    return (lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0)
+    return kl_divergence(p_logits, q_logits)
 
 
 def _excluded(model: TransformerBridge, request: Request | None, length: int) -> set[int]:

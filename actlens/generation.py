@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from actlens import _validation, prompts
-from actlens.intervene import Steering, additions, padding, steer
+from actlens.intervene import Steering, needed_length, padding, steer
 from actlens.model import device_of, fast_tree, forward
 from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
 from actlens.vectors import SteeringVector
@@ -84,15 +84,6 @@ def _steered(model, vector, coeff, align, position):
     return steer(model, vector, coeff, align=align, position=position)
 
 
-def _min_length(model, vector, coeff, align, position) -> int:
-    """Prompt positions a positional steering request needs (validates the request too)."""
-    if vector is None:
-        return 1
-    grouped = additions(model, vector, coeff, align=align, position=position)
-    if align == "all":
-        return 1
-    return max(a.k + (0 if a.bos_row or not a.prepend_bos else 1) for adds in grouped.values() for a in adds)
-
 
 def steered_logits(
     model: TransformerBridge,
@@ -112,7 +103,7 @@ def steered_logits(
     True
     """
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
-    need = _min_length(model, vector, coeff, align, position)
+    need = needed_length(model, vector, coeff, align=align, position=position)
     batch = prompts.encode_batch(model, list([texts] if isinstance(texts, str) else texts),
                                  min_length=need, short_prompt=short_prompt)
     with torch.inference_mode(), padding(model, batch.starts, batch.lengths), _steered(model, vector, coeff, align, position):
@@ -161,7 +152,7 @@ def generate(
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
     if paired and vector is None:
         raise ValueError("paired=True compares unsteered with steered completions; pass vector=")
-    need = _min_length(model, vector, coeff, align, position)
+    need = needed_length(model, vector, coeff, align=align, position=position)
     settings = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
                     freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align)
     rows = [prompts.encode_batch(model, [t], min_length=need, short_prompt=short_prompt,

@@ -40,6 +40,13 @@ class Addition:
     def k(self) -> int:
         return int(self.delta.shape[0])
 
+    @property
+    def min_length(self) -> int:
+        """Prompt positions (BOS included) this addition needs: 1 for ``align="all"``."""
+        if self.align == "all":
+            return 1
+        return self.k + (0 if self.bos_row or not self.prepend_bos else 1)
+
 
 def _window(add: Addition, start: int, length: int) -> int:
     """First absolute position of a positional vector in a row starting at ``start``."""
@@ -143,6 +150,17 @@ def additions(
         values = vec.values.float() * c
         grouped.setdefault(vec.layer, []).append(Addition(values, align, vec.bos_row, vec.prepend_bos))
     return grouped
+
+
+def needed_length(
+    model: TransformerBridge, vector: Steering | None, coeff: float = 1.0, *, align: Align = "front",
+    position: int | None = None,
+) -> int:
+    """Prompt positions (BOS included) a steering request needs; validates the request too."""
+    if vector is None:
+        return 1
+    grouped = additions(model, vector, coeff, align=align, position=position)
+    return max(a.min_length for adds in grouped.values() for a in adds)
 
 
 @contextlib.contextmanager
