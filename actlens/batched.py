@@ -32,7 +32,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 from actlens import _validation, prompts
 from actlens.generation import FrequencyPenalty
-from actlens.intervene import Addition, Steering, _window, additions, needed_length, padding
+from actlens.intervene import Addition, Steering, _window, additions, needed_length, padding, row_layout
 from actlens.model import Positions, device_of, fast_tree, forward, hook_name, state
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
 
@@ -82,12 +82,7 @@ def _row_hook(rows: list[list[Addition]], positions: Positions):
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
         past = positions.past
-        starts, lengths = positions.starts, positions.lengths
-        if starts is None or lengths is None or len(starts) != batch:  # unpadded rows (plain model(tokens))
-            starts = [0] * batch
-            if past == 0:
-                prompt_lengths[:] = [seq] * batch
-            lengths = prompt_lengths if len(prompt_lengths) == batch else [past + seq] * batch
+        starts, lengths = row_layout(positions, batch, seq, prompt_lengths)
         if len(rows) != batch:
             raise ValueError(
                 f"steer_rows was given {len(rows)} row requests but the batch has {batch} rows; "

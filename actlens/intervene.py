@@ -66,6 +66,22 @@ def _window(add: Addition, start: int, length: int) -> int:
     return start + offset
 
 
+def row_layout(positions: Positions, batch: int, seq: int, prompt_lengths: list[int]) -> tuple[list[int], list[int]]:
+    """Each row's first real position and prompt length for the chunk a hook sees.
+
+    Uses what :func:`padding` set; otherwise rows are unpadded and the prompt length is the
+    last prefill's (kept in ``prompt_lengths``, which the caller's hook owns), so that a
+    KV-cached decode step still knows where the prompt ended.
+    """
+    starts, lengths = positions.starts, positions.lengths
+    if starts is not None and lengths is not None and len(starts) == batch:
+        return starts, lengths
+    if positions.past == 0:
+        prompt_lengths[:] = [seq] * batch
+    lengths = prompt_lengths if len(prompt_lengths) == batch else [positions.past + seq] * batch
+    return [0] * batch, lengths
+
+
 def make_hook(additions: list[Addition], positions: Positions):
     """The hook for one layer: adds every addition at its positions, returning a new tensor.
 
@@ -80,12 +96,7 @@ def make_hook(additions: list[Addition], positions: Positions):
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
         past = positions.past
-        starts, lengths = positions.starts, positions.lengths
-        if starts is None or lengths is None or len(starts) != batch:  # unpadded rows
-            starts = [0] * batch
-            if past == 0:
-                prompt_lengths[:] = [seq] * batch
-            lengths = prompt_lengths if len(prompt_lengths) == batch else [past + seq] * batch
+        starts, lengths = row_layout(positions, batch, seq, prompt_lengths)
         key = (resid.device, resid.dtype)
         if key not in cast:
             cast[key] = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
