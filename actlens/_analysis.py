@@ -15,7 +15,8 @@ from transformer_lens import TransformerBridge
 from actlens import _validation, prompts
 from actlens.activations import resid_pre
 from actlens.intervene import Addition, _window, additions, padding, steer
-from actlens.model import forward, hook_name, identity, n_layers
+from actlens.model import hook_name, identity, n_layers
+from actlens.readout import final_hidden
 from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
 from actlens.vectors import SteeringVector
 
@@ -188,18 +189,16 @@ def chunks(batch: prompts.Batch, batch_size: int) -> Iterator[Chunk]:
                     [s - col for s in batch.starts[rows]], list(batch.lengths[rows]))
 
 
-def logits(
+def hidden(
     model: TransformerBridge, chunk: Chunk, vector: SteeringVector | None = None, coeff: float = 0.0,
     align: Align = "front", position: int | None = None,
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits of one chunk, steered when ``vector`` is given; float32 on CPU."""
+) -> tuple[Float[Tensor, "batch pos d"], torch.nn.Module]:
+    """:func:`actlens.readout.final_hidden` of one chunk, steered when ``vector`` is given (on the model's device)."""
     with torch.inference_mode(), padding(model, chunk.starts, chunk.lengths):
         if vector is None:
-            out = forward(model, chunk.tokens, chunk.attention_mask)
-        else:
-            with steer(model, vector, coeff, align=align, position=position):
-                out = forward(model, chunk.tokens, chunk.attention_mask)
-    return out.float().cpu()
+            return final_hidden(model, chunk.tokens, chunk.attention_mask)
+        with steer(model, vector, coeff, align=align, position=position):
+            return final_hidden(model, chunk.tokens, chunk.attention_mask)
 
 
 def resid_all(

@@ -59,14 +59,34 @@ def _log_probs(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _kl(lp: Tensor, lq: Tensor) -> Tensor:
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.einsum("...v,...v->...", a, b)  # a batched dot product: no [*, vocab] temporary
+
+
+def _kl_entropy(lp: Tensor, lq: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``KL(P ‖ Q)`` (zeros when ``lq`` is None) and ``H(P)`` from log-probabilities, sharing one ``exp``.
+
+    A token impossible under P (``lp = -inf``) makes ``0 * -inf = NaN``; only then are the
+    affected rows recomputed with the convention ``0 log 0 = 0``.
+    """
     prob = lp.exp()
-    return torch.where(prob > 0, prob * (lp - lq), torch.zeros_like(prob)).sum(-1).clamp_min(0.0)
+    ent = -_dot(prob, lp)
+    kl = _dot(prob, lp - lq) if lq is not None else torch.zeros_like(ent)
+    bad = ~(torch.isfinite(kl) & torch.isfinite(ent))
+    if bool(bad.any()):
+        p, a = prob[bad], lp[bad]
+        ent[bad] = -torch.where(p > 0, p * a, torch.zeros_like(p)).sum(-1)
+        if lq is not None:
+            kl[bad] = torch.where(p > 0, p * (a - lq[bad]), torch.zeros_like(p)).sum(-1)
+    return kl.clamp_min(0.0), ent
+
+
+def _kl(lp: Tensor, lq: Tensor) -> Tensor:
+    return _kl_entropy(lp, lq)[0]
 
 
 def _entropy(lp: Tensor) -> Tensor:
-    prob = lp.exp()
-    return -torch.where(prob > 0, prob * lp, torch.zeros_like(prob)).sum(-1)
+    return _kl_entropy(lp, None)[1]
 
 
 def top1_flip(p_logits: Float[Tensor, "*batch d_vocab"], q_logits: Float[Tensor, "*batch d_vocab"]
@@ -90,7 +110,8 @@ def masked_mean(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch po
 class KLResult:
     """Per-token effects of a steered and a control run against one unsteered run.
 
-    Tensors are ``[text, pos]`` in one left-padded layout (``starts[i]`` is text i's BOS);
+    The ``*_control`` tensors and ``control_norms`` are None when the control was switched
+    off (``kl_per_token(..., control=False)``). Tensors are ``[text, pos]`` in one left-padded layout (``starts[i]`` is text i's BOS);
     values at pads are 0. ``counted`` marks the positions summaries use: real tokens, not
     BOS, not an injection position (unless ``masked_injection`` is False). Value at position
     ``p`` is about the distribution *predicting* token ``p + 1``.
@@ -104,27 +125,33 @@ class KLResult:
     injected: Bool[Tensor, "text pos"]
     counted: Bool[Tensor, "text pos"]
     kl_steered: Float[Tensor, "text pos"]
-    kl_control: Float[Tensor, "text pos"]
+    kl_control: Float[Tensor, "text pos"] | None
     entropy_base: Float[Tensor, "text pos"]
     entropy_steered: Float[Tensor, "text pos"]
-    entropy_control: Float[Tensor, "text pos"]
+    entropy_control: Float[Tensor, "text pos"] | None
     flip_steered: Bool[Tensor, "text pos"]
-    flip_control: Bool[Tensor, "text pos"]
+    flip_control: Bool[Tensor, "text pos"] | None
     vector_norms: Float[Tensor, " k"]
-    control_norms: Float[Tensor, " k"]
+    control_norms: Float[Tensor, " k"] | None
     layer: int
     coeff: float
     align: str
-    control_seed: int
+    control_seed: int | None
     masked_injection: bool
     vector_label: str
     model_name: str
 
+    def runs(self) -> list[tuple[str, Tensor, Tensor, Tensor]]:
+        """``(name, kl, entropy, flip)`` for ``steered`` and, when it ran, ``control``."""
+        out = [("steered", self.kl_steered, self.entropy_steered, self.flip_steered)]
+        if self.kl_control is not None:
+            out.append(("control", self.kl_control, self.entropy_control, self.flip_control))
+        return out
+
     def summary(self) -> pd.DataFrame:
         """Means over counted positions, one row per run (``steered``, ``control``)."""
         rows = []
-        for run, kl, ent, flip in (("steered", self.kl_steered, self.entropy_steered, self.flip_steered),
-                                   ("control", self.kl_control, self.entropy_control, self.flip_control)):
+        for run, kl, ent, flip in self.runs():
             sel = kl[self.counted]
             rows.append(dict(
                 run=run, mean_kl=masked_mean(kl, self.counted),
@@ -140,15 +167,13 @@ class KLResult:
         records = []
         for i, (start, length) in enumerate(zip(self.starts, self.lengths, strict=True)):
             for p in range(start, start + length):
-                records.append(dict(
-                    text=i, position=p - start, token=self.token_strings[i][p - start],
-                    injected=bool(self.injected[i, p]), counted=bool(self.counted[i, p]),
-                    kl_steered=float(self.kl_steered[i, p]), kl_control=float(self.kl_control[i, p]),
-                    entropy_base=float(self.entropy_base[i, p]),
-                    entropy_change_steered=float(self.entropy_steered[i, p] - self.entropy_base[i, p]),
-                    entropy_change_control=float(self.entropy_control[i, p] - self.entropy_base[i, p]),
-                    flip_steered=bool(self.flip_steered[i, p]), flip_control=bool(self.flip_control[i, p]),
-                ))
+                rec = dict(text=i, position=p - start, token=self.token_strings[i][p - start],
+                           injected=bool(self.injected[i, p]), counted=bool(self.counted[i, p]),
+                           entropy_base=float(self.entropy_base[i, p]))
+                for run, kl, ent, flip in self.runs():
+                    rec |= {f"kl_{run}": float(kl[i, p]), f"entropy_change_{run}": float(ent[i, p] - rec["entropy_base"]),
+                            f"flip_{run}": bool(flip[i, p])}
+                records.append(rec)
         return pd.DataFrame.from_records(records)
 
     def html(self, *, max_texts: int = 20) -> str:
@@ -158,7 +183,7 @@ class KLResult:
         masked (BOS or injection positions). Hover a token for its numbers.
         """
         shown = range(min(len(self.texts), max_texts))
-        both = torch.cat([self.kl_steered[self.counted], self.kl_control[self.counted]])
+        both = torch.cat([kl[self.counted] for _, kl, _, _ in self.runs()])
         top = float(both.max()) if both.numel() else 0.0
         top = top if top > 0 else 1.0
 
@@ -180,12 +205,12 @@ class KLResult:
             '<div style="font-family:monospace;line-height:1.8">',
             f"<p>KL(steered ‖ unsteered) per token, layer {self.layer}, coeff {self.coeff:g}, align "
             f"{_html.escape(self.align)}; darkest = {top:.3g} nats. Grey: masked. "
-            f"Control: norm-matched Gaussian (seed {self.control_seed}).</p>",
+            + (f"Control: norm-matched Gaussian (seed {self.control_seed}).</p>" if self.kl_control is not None
+             else "No control run.</p>"),
         ]
         for i in shown:
             cells = range(self.starts[i], self.starts[i] + self.lengths[i])
-            for run, kl, ent in (("steered", self.kl_steered, self.entropy_steered),
-                                 ("control", self.kl_control, self.entropy_control)):
+            for run, kl, ent, _ in self.runs():
                 tokens = "".join(span(i, p, kl, ent) for p in cells)
                 parts.append(f'<div><b style="display:inline-block;width:5em">{run}</b>{tokens}</div>')
             parts.append("<hr>")
@@ -194,6 +219,10 @@ class KLResult:
 
     def _repr_html_(self) -> str:
         return self.html()
+
+
+BLOCK = 128  # positions per unembedding block: ~25 MB of float32 logits for a 49k vocabulary
+HIDDEN_BUDGET = 256 * 2**20  # bytes of steered final residuals held at once (many vectors: in groups)
 
 
 def run_masked(
@@ -206,7 +235,6 @@ def run_masked(
     position: int | None,
     batch_size: int,
     short_prompt: ShortPrompt = "error",
-    per_token: bool = True,
 ):
     """Shared driver: one unsteered pass per chunk, then one steered pass per vector.
 
@@ -214,6 +242,11 @@ def run_masked(
     ``outputs[j]`` holds, for vector j, per-token ``kl``, ``entropy`` and ``flip`` tensors
     ``[text, pos]`` (0 / False at pads).
     All vectors must cover the same positions (same k, bos_row).
+
+    Each forward stops at the final residual (:func:`actlens.readout.final_hidden`); the
+    unembedding and the statistics then run on :data:`BLOCK` real positions at a time, so no
+    ``[batch, pos, vocab]`` tensor is ever made, and the unsteered log-probabilities of a block
+    are computed once for a whole group of vectors.
     """
     adds = [_analysis.steering_addition(model, v, coeff, align, position) for v in vectors]
     texts, batch = _analysis.encode_texts(model, texts, adds[0], short_prompt)
@@ -227,15 +260,38 @@ def run_masked(
                for _ in vectors]
     with torch.inference_mode():
         for chunk in _analysis.chunks(batch, batch_size):
-            base = _log_probs(_analysis.logits(model, chunk))  # once per chunk, shared by every vector
             keep = chunk.attention_mask.bool()
-            base_entropy[chunk.rows, chunk.col:] = torch.where(keep, _entropy(base), 0.0)
-            for vec, out in zip(vectors, outputs, strict=True):
-                steered = _log_probs(_analysis.logits(model, chunk, vec, coeff, align, position))
-                out["kl"][chunk.rows, chunk.col:] = torch.where(keep, _kl(steered, base), 0.0)
-                out["entropy"][chunk.rows, chunk.col:] = torch.where(keep, _entropy(steered), 0.0)
-                out["flip"][chunk.rows, chunk.col:] = top1_flip(steered, base) & keep
+            base, head = _analysis.hidden(model, chunk)  # once per chunk, shared by every vector
+            base = base[keep.to(base.device)]
+            group = max(1, HIDDEN_BUDGET // max(base.numel() * base.element_size(), 1))
+            for g in range(0, len(vectors), group):
+                runs = [_analysis.hidden(model, chunk, vec, coeff, align, position)[0][keep.to(base.device)]
+                        for vec in vectors[g:g + group]]
+                ent, stats = _block_stats(head, base, runs)
+                if g == 0:
+                    base_entropy[chunk.rows, chunk.col:][keep] = ent
+                for out, (kl, entropy_, flip) in zip(outputs[g:g + group], stats, strict=True):
+                    out["kl"][chunk.rows, chunk.col:][keep] = kl
+                    out["entropy"][chunk.rows, chunk.col:][keep] = entropy_
+                    out["flip"][chunk.rows, chunk.col:][keep] = flip
     return texts, batch, injected, counted, masked_injection, base_entropy, outputs
+
+
+def _block_stats(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]]):
+    """Unsteered entropy, and per run ``(KL, entropy, top-1 flip)``, for n positions, on the CPU."""
+    n = base.shape[0]
+    base_entropy = torch.empty(n)
+    stats = [(torch.empty(n), torch.empty(n), torch.empty(n, dtype=torch.bool)) for _ in runs]
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        lb = _log_probs(head(base[a:b]))
+        base_entropy[a:b] = _entropy(lb).cpu()
+        top = lb.argmax(-1)
+        for run, (kl, ent, flip) in zip(runs, stats, strict=True):
+            lq = _log_probs(head(run[a:b]))
+            k, e = _kl_entropy(lq, lb)
+            kl[a:b], ent[a:b], flip[a:b] = k.cpu(), e.cpu(), (lq.argmax(-1) != top).cpu()
+    return base_entropy, stats
 
 
 def kl_per_token(
@@ -246,6 +302,7 @@ def kl_per_token(
     *,
     align: Align = "front",
     position: int | None = None,
+    control: bool = True,
     control_seed: int = 0,
     batch_size: int = 8,
     short_prompt: ShortPrompt = "error",
@@ -255,7 +312,9 @@ def kl_per_token(
     Args:
         texts: the texts to score (each must be at least as long as the injection).
         vector, coeff, align, position: the steering request, as in :func:`actlens.steer`.
-        control_seed: seed of the norm-matched Gaussian control (:func:`actlens.random_like`).
+        control: also run the norm-matched Gaussian control (one more forward per text); with
+            False the ``*_control`` fields are None.
+        control_seed: seed of that control (:func:`actlens.random_like`).
         batch_size: texts per forward.
         short_prompt: ``"error"`` for a text shorter than the vector, or ``"pad"`` to insert
             space tokens after BOS (they are injection positions, hence masked).
@@ -272,9 +331,11 @@ def kl_per_token(
     coeff = _validation.finite("coeff", coeff)
     if isinstance(control_seed, bool) or not isinstance(control_seed, int):
         raise TypeError(f"control_seed must be an int, got {control_seed!r}")
-    control = random_like(vector, seed=control_seed)
-    texts, batch, injected, counted, masked_injection, base_entropy, (st, ct) = run_masked(
-        model, texts, [vector, control], coeff, align=align, position=position, batch_size=batch_size,
+    if not isinstance(control, bool):
+        raise TypeError(f"control must be True or False, got {control!r}")
+    runs = [vector, random_like(vector, seed=control_seed)] if control else [vector]
+    texts, batch, injected, counted, masked_injection, base_entropy, (st, *ct) = run_masked(
+        model, texts, runs, coeff, align=align, position=position, batch_size=batch_size,
         short_prompt=short_prompt)
     token_strings = tuple(
         tuple(_analysis.token_strings(model, batch.tokens[i, s:s + n].tolist()))
@@ -284,11 +345,11 @@ def kl_per_token(
     return KLResult(
         texts=tuple(texts), tokens=batch.tokens, token_strings=token_strings, starts=tuple(batch.starts),
         lengths=tuple(batch.lengths), injected=injected, counted=counted,
-        kl_steered=st["kl"], kl_control=ct["kl"], entropy_base=base_entropy,
-        entropy_steered=st["entropy"], entropy_control=ct["entropy"],
-        flip_steered=st["flip"], flip_control=ct["flip"],
-        vector_norms=vector.norms(), control_norms=control.norms(), layer=vector.layer, coeff=coeff,
-        align=align, control_seed=control_seed, masked_injection=masked_injection, vector_label=label,
+        kl_steered=st["kl"], kl_control=ct[0]["kl"] if ct else None, entropy_base=base_entropy,
+        entropy_steered=st["entropy"], entropy_control=ct[0]["entropy"] if ct else None,
+        flip_steered=st["flip"], flip_control=ct[0]["flip"] if ct else None,
+        vector_norms=vector.norms(), control_norms=runs[1].norms() if control else None, layer=vector.layer,
+        coeff=coeff, align=align, control_seed=control_seed if control else None, masked_injection=masked_injection, vector_label=label,
         model_name=vector.model.name,
     )
 

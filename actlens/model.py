@@ -85,6 +85,7 @@ class State:
     name: str
     fast: nn.Module | None  # the un-rewired Hugging Face tree sharing the bridge's weights
     positions: Positions = field(default_factory=Positions)
+    unembedding: dict[str, nn.Module | None] = field(default_factory=dict)  # actlens.readout's checked split
 
 
 def state(model: TransformerBridge) -> State:

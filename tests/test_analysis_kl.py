@@ -97,13 +97,13 @@ def test_zero_coefficient_changes_nothing(tiny):
 def test_unsteered_pass_runs_once_per_chunk_and_is_shared(monkeypatch, tiny_models):
     model = tiny_models["gpt2"]
     calls: list[bool] = []
-    original = _analysis.logits
+    original = _analysis.hidden
 
     def counting(model, chunk, vector=None, *args, **kwargs):
         calls.append(vector is None)
         return original(model, chunk, vector, *args, **kwargs)
 
-    monkeypatch.setattr(_analysis, "logits", counting)
+    monkeypatch.setattr(_analysis, "hidden", counting)
     kl.kl_per_token(model, TEXTS, actadd_vector(model, "Love", "Hate", 1), 2.0, batch_size=2)
     assert calls.count(True) == 2 and calls.count(False) == 4  # 2 chunks x (steered, control)
 
@@ -171,3 +171,27 @@ def test_kl_on_smollm2(smol):
     assert int(result.counted.sum()) == sum(result.lengths) - 2 * vec.k
     torch.testing.assert_close(result.control_norms, vec.norms(), rtol=1e-5, atol=1e-4)
     assert not hooks_registered(smol)
+
+
+def test_impossible_tokens_follow_0_log_0_and_give_infinite_kl_where_p_is_not_zero():
+    p = torch.tensor([[1.0, 0.0, -float("inf")]])
+    q = torch.tensor([[0.0, 1.0, 2.0]])
+    ref = kl.kl_divergence(p[:, :2], torch.log_softmax(q, -1)[:, :2])  # P has no mass on token 2
+    expected = (torch.softmax(p[:, :2], -1) * (torch.log_softmax(p[:, :2], -1) - torch.log_softmax(q, -1)[:, :2])).sum(-1)
+    torch.testing.assert_close(kl.kl_divergence(p, q), expected)
+    assert torch.isfinite(ref).all()
+    assert float(kl.kl_divergence(q, p)) == float("inf")
+    torch.testing.assert_close(kl.entropy(p), kl.entropy(p[:, :2]))
+
+
+def test_without_control(tiny_hf_model):
+    vec = actadd_vector(tiny_hf_model, "Love", "Hate", 1)
+    full = kl.kl_per_token(tiny_hf_model, TEXTS, vec, 4.0)
+    alone = kl.kl_per_token(tiny_hf_model, TEXTS, vec, 4.0, control=False)
+    assert alone.kl_control is None and alone.control_norms is None and alone.control_seed is None
+    torch.testing.assert_close(alone.kl_steered, full.kl_steered, rtol=1e-5, atol=1e-7)
+    assert list(alone.summary().run) == ["steered"]
+    assert "kl_control" not in alone.to_frame() and "kl_control" in full.to_frame()
+    assert "No control run" in alone.html() and "steered" in alone.html()
+    with pytest.raises(TypeError, match="control must be True or False"):
+        kl.kl_per_token(tiny_hf_model, TEXTS, vec, 4.0, control="no")

@@ -31,19 +31,27 @@ def _n_tokens(w: Workload, items: list[str]) -> int:
     return sum(len(prompts.encode(w.setup.model, t)) for t in items)
 
 
-@row("forward", "kl_per_token", "actlens.kl_per_token (3 forwards: base, steered, random control)", optional=True)
-def _kl(w: Workload, case: Case):
-    try:
-        from actlens.kl import kl_per_token
-    except ImportError as err:
-        raise Unavailable(f"actlens.kl is not importable ({err})") from err
-    items = texts(w, case)
+def _kl_row(control: bool):
+    def make(w: Workload, case: Case):
+        try:
+            from actlens.kl import kl_per_token
+        except ImportError as err:
+            raise Unavailable(f"actlens.kl is not importable ({err})") from err
+        items = texts(w, case)
 
-    def run():
-        return kl_per_token(w.setup.model, items, w.vector, w.coeff, batch_size=case.batch)
+        def run():
+            return kl_per_token(w.setup.model, items, w.vector, w.coeff, batch_size=case.batch, control=control)
 
-    run.tokens_per_call = _n_tokens(w, items)  # tokens scored (each goes through 3 forward passes)
-    return run
+        run.tokens_per_call = _n_tokens(w, items)  # tokens scored (each goes through 2 or 3 forward passes)
+        return run
+
+    return make
+
+
+row("forward", "kl_per_token", "actlens.kl_per_token (3 forwards: base, steered, random control)",
+    optional=True)(_kl_row(True))
+row("forward", "kl_per_token-nocontrol", "actlens.kl_per_token, control=False (2 forwards: base, steered)",
+    optional=True)(_kl_row(False))
 
 
 @row("generate", "sweep", "actlens.sweeps.sweep, greedy, ActAdd on every row (batched rows)", optional=True)

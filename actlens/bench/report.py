@@ -20,7 +20,10 @@ class Target:
     """A pass/fail check on the paired per-repeat time ratio ``numerator / denominator``.
 
     ``kind="throughput"`` checks ``denominator_time / numerator_time >= limit``;
-    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``.
+    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``. Both are per token
+    when the rows process different numbers of tokens. ``passes``: the numerator's work is
+    that many runs of the denominator (per-token KL needs 2 or 3 forwards), so its time is
+    compared with ``passes`` times the denominator's.
     """
 
     label: str
@@ -29,6 +32,7 @@ class Target:
     denominator: str
     kind: str
     limit: float
+    passes: int = 1
 
 
 TARGETS = (
@@ -36,6 +40,10 @@ TARGETS = (
     Target("steering overhead, ActAdd vs unsteered actlens <= 2 %", "generate", "actlens+actadd", "actlens", "time", 1.02),
     Target("steering overhead, align='all' vs unsteered actlens <= 2 %", "generate", "actlens+all", "actlens", "time", 1.02),
     Target("resid_pre of every layer <= 1.1x plain actlens.forward", "forward", "actlens-resid_pre", "actlens", "time", 1.10),
+    Target("kl_per_token (steered vs unsteered) >= 0.9x the throughput of 2 raw HF forwards", "forward",
+           "kl_per_token-nocontrol", "hf", "throughput", 0.9, passes=2),
+    Target("kl_per_token with its random control >= 0.9x the throughput of 3 raw HF forwards", "forward",
+           "kl_per_token", "hf", "throughput", 0.9, passes=3),
 )
 
 
@@ -142,7 +150,8 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
             num, den = by_key.get((group, case, target.numerator)), by_key.get((group, case, target.denominator))
             if group != target.group or num is None or den is None:
                 continue
-            time_ratios = paired_ratios(num["seconds"], den["seconds"])
+            per_token = den["tokens_per_call"] / num["tokens_per_call"]
+            time_ratios = [r * per_token / target.passes for r in paired_ratios(num["seconds"], den["seconds"])]
             if target.kind == "throughput":
                 values = [1 / r for r in time_ratios]
                 value, passed = statistics.median(values), statistics.median(values) >= target.limit

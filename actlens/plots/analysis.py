@@ -176,8 +176,9 @@ def fig_kl(result: KLResult, *, text: int = 0) -> go.Figure:
     labels = [f"{p - s}:{t!r}" for p, t in zip(cols, result.token_strings[text], strict=True)]
     fig = go.Figure()
     colours = _colours(2)
-    for name, values, colour in (("steered", result.kl_steered, colours[0]),
-                                 ("control (norm-matched random)", result.kl_control, "#999999")):
+    names = {"steered": ("steered", colours[0]), "control": ("control (norm-matched random)", "#999999")}
+    for run, values, _, _ in result.runs():
+        name, colour = names[run]
         fig.add_trace(go.Bar(x=labels, y=values[text, s:s + n].tolist(), name=name, marker_color=colour))
     for i, p in enumerate(cols):
         if not bool(result.counted[text, p]):
@@ -189,8 +190,8 @@ def fig_kl(result: KLResult, *, text: int = 0) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE, barmode="group",
         title=(f"Per-token KL, layer {result.layer}, coeff {result.coeff:g} (grey: masked); mean over counted "
-               f"positions: steered {summary.loc['steered', 'mean_kl']:.3g}, "
-               f"control {summary.loc['control', 'mean_kl']:.3g} nats"),
+               "positions: " + ", ".join(f"{run} {summary.loc[run, 'mean_kl']:.3g}" for run in summary.index)
+               + " nats"),
     )
     return fig
 
