@@ -7,12 +7,12 @@ row's values only to that row, at the positions :func:`actlens.intervene._window
 (front/mid/back) or at every position after BOS (``all``). Like ``steer`` it is scoped (all
 hooks go on exit, also on error) and pure (hooks return a new tensor).
 
-Sampling is *keyed per row*: each row draws Gumbel noise from its own generator, seeded from
-the row's key (for sweeps: the seed and the prompt), and takes the arg-max of the processed
-scores plus the noise. This samples exactly from the same distribution as the paper's
-settings (temperature, frequency penalty, top-p, applied in :mod:`actlens.generation`'s
-order), but a row's tokens depend only on its prompt, request and key, never on the other
-rows of its batch. So a batched sweep and a one-setting-at-a-time run give the same tokens,
+Sampling is *keyed per row*: each row draws one uniform number per step from its own
+generator, seeded from the row's key (for sweeps: the seed and the prompt), and picks its
+token by inverse-CDF sampling (:class:`KeyedSample`). This samples from the same distribution
+as the paper's settings (temperature, frequency penalty, top-p, applied in
+:mod:`actlens.generation`'s order, with the same processors), but a row's tokens depend only
+on its prompt, request and key, never on the other rows of its batch. So a batched sweep and a one-setting-at-a-time run give the same tokens,
 and the unsteered and steered completions of one key share their random numbers (paired
 comparisons). These samples differ from :func:`actlens.generate`'s, which share one random
 stream per batch.
@@ -27,11 +27,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import GenerationConfig, LogitsProcessor
 
 from actlens import _validation, prompts
-from actlens.generation import FrequencyPenalty
+from actlens.generation import sampling_processors
 from actlens.intervene import Addition, Steering, _window, additions, needed_length, padding, row_layout
 from actlens.model import Positions, device_of, fast_tree, forward, hook_name, state
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
@@ -177,31 +176,34 @@ def key_seed(*parts: int | str) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
 
-class KeyedGumbel(LogitsProcessor):
-    """Adds Gumbel(0, 1) noise from one generator per row; the arg-max is then a sample."""
+class KeyedSample(LogitsProcessor):
+    """Draws one token per row from ``softmax(scores)`` with one uniform from the row's own generator.
+
+    Inverse-CDF sampling: the returned scores are 0 at the drawn token and -inf elsewhere, so
+    the arg-max of greedy decoding that follows picks it.
+
+    >>> KeyedSample([0])(None, torch.tensor([[0.0, float("-inf"), 1.0]])).tolist()
+    [[-inf, -inf, 0.0]]
+    """
 
     def __init__(self, seeds: Sequence[int]):
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if scores.shape[0] != len(self.generators):
-            raise ValueError(f"KeyedGumbel has {len(self.generators)} generators but the batch has "
+            raise ValueError(f"KeyedSample has {len(self.generators)} generators but the batch has "
                              f"{scores.shape[0]} rows")
-        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
-        gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
-        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+        cdf = torch.softmax(scores.double(), dim=-1).cumsum(-1)
+        target = (u.to(cdf.device) * cdf[:, -1])[:, None]
+        token = torch.searchsorted(cdf, target, right=True).clamp(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
 
 
 def _processors(temperature: float, top_p: float, freq_penalty: float, starts: Tensor, seeds: Sequence[int]):
-    procs = LogitsProcessorList()
-    if temperature > 0 and temperature != 1.0:
-        procs.append(TemperatureLogitsWarper(temperature))
-    if freq_penalty:
-        procs.append(FrequencyPenalty(freq_penalty, starts))
+    procs = sampling_processors(temperature, top_p, freq_penalty, starts)
     if temperature > 0:
-        if top_p < 1.0:
-            procs.append(TopPLogitsWarper(top_p))
-        procs.append(KeyedGumbel(seeds))
+        procs.append(KeyedSample(seeds))
     return procs
 
 
@@ -278,5 +280,5 @@ def _until_eos(row: list[int], eos: int | None) -> list[int]:
     return row[:row.index(eos)] if eos is not None and eos in row else row
 
 
-__all__ = ["KeyedGumbel", "Request", "encode_rows", "forward_rows", "generate_rows", "key_seed", "min_length",
+__all__ = ["KeyedSample", "Request", "encode_rows", "forward_rows", "generate_rows", "key_seed", "min_length",
            "steer_rows"]

@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import TemperatureLogitsWarper
 
 from actlens import _validation, prompts
 from actlens.intervene import Steering, needed_length, padding, steer
@@ -40,14 +40,47 @@ class FrequencyPenalty(LogitsProcessor):
         return scores - self.penalty * counts
 
 
-def _processors(temperature: float, top_p: float, freq_penalty: float, starts: Tensor) -> LogitsProcessorList:
+class TopP(LogitsProcessor):
+    """Nucleus filter: keeps the most likely tokens until their mass reaches ``top_p`` (-inf elsewhere).
+
+    The same rule as Hugging Face's ``TopPLogitsWarper`` (a token is kept when the mass of the
+    tokens more likely than it is below ``top_p``; the top token always; the two differ only by
+    float rounding, for tokens within ~1e-7 of the threshold), found with ``topk``
+    instead of sorting the whole vocabulary: sorting 49k scores per row per step was a third of
+    a 64-row sweep's time on CPU. ``k`` grows until the nucleus of every row fits.
+
+    >>> TopP(0.5)(None, torch.tensor([[2.0, 1.0, 0.0, -1.0]])).tolist()
+    [[2.0, -inf, -inf, -inf]]
+    """
+
+    def __init__(self, top_p: float, first_k: int = 64):
+        self.top_p, self.first_k = float(top_p), first_k
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        vocab, k = scores.shape[-1], min(self.first_k, scores.shape[-1])
+        while True:
+            top, idx = logp.topk(k, dim=-1)
+            p = top.exp()
+            above = p.cumsum(-1) - p  # mass of the tokens ranked above each one
+            keep = above < self.top_p
+            keep[..., 0] = True
+            if k == vocab or not bool(keep[..., -1].any()):
+                break
+            k = min(vocab, 8 * k)
+        kept = torch.where(keep, scores.gather(-1, idx), torch.tensor(float("-inf"), dtype=scores.dtype))
+        return torch.full_like(scores, float("-inf")).scatter_(-1, idx, kept)
+
+
+def sampling_processors(temperature: float, top_p: float, freq_penalty: float, starts: Tensor) -> LogitsProcessorList:
+    """The paper's sampling settings as logits processors, in TransformerLens's order."""
     procs = LogitsProcessorList()
     if temperature > 0 and temperature != 1.0:
         procs.append(TemperatureLogitsWarper(temperature))
     if freq_penalty:
         procs.append(FrequencyPenalty(freq_penalty, starts))
     if temperature > 0 and top_p < 1.0:
-        procs.append(TopPLogitsWarper(top_p))
+        procs.append(TopP(top_p))
     return procs
 
 
@@ -194,12 +227,12 @@ def _decode(model, batch: prompts.Batch, max_new_tokens, temperature, top_p, fre
                 eos_token_id=[] if eos is None else eos,  # None would fall back to the model default
                 pad_token_id=prompts.pad_token_id(model), use_cache=use_cache,
             )
-            procs = _processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts))
+            procs = sampling_processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts))
             out = fast.generate(input_ids=batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
                                 generation_config=config, logits_processor=procs)
             new = out[:, batch.tokens.shape[1]:].tolist()
         else:
-            unpadded = _processors(temperature, top_p, freq_penalty, torch.zeros(1, dtype=torch.long))
+            unpadded = sampling_processors(temperature, top_p, freq_penalty, torch.zeros(1, dtype=torch.long))
             new = [_native_decode(model, batch.tokens[row:row + 1, start:], unpadded, max_new_tokens, temperature, eos)
                    for row, start in enumerate(batch.starts)]
     return [_until_eos(row, eos) for row in new]

@@ -185,8 +185,9 @@ def test_bench_smoke_writes_every_row(tmp_path):
     assert torch.get_num_threads() == threads  # --threads does not leak
     result = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.html").is_file()
-    cases = {group: {r["case"] for r in result["rows"] if r["group"] == group} for group in ("generate", "forward")}
-    assert len(cases["generate"]) == 2 and len(cases["forward"]) == 1
+    cases = {group: {r["case"] for r in result["rows"] if r["group"] == group}
+             for group in ("generate", "forward", "sweep")}
+    assert len(cases["generate"]) == 2 and len(cases["forward"]) == 1 and len(cases["sweep"]) == 1
     timed = {(r["id"], r["case"]) for r in result["rows"]}
     skipped = {(s["id"], s["case"]): s["reason"] for s in result["skipped"]}
     for row in ROWS.values():
@@ -196,3 +197,6 @@ def test_bench_smoke_writes_every_row(tmp_path):
         assert len(r["seconds"]) == 5 and r["tok_s_median"] > 0 and r["ratio_median"] > 0
     assert {t["target"] for t in result["targets"]} and result["machine"]["torch"] == torch.__version__
     assert all(r.get("same_tokens_as_baseline", True) for r in result["rows"])
+    assert [r.get("same_completions_as_baseline") for r in result["rows"] if r["id"] == "sweep/batched"] == [True]
+    labels = {t["target"] for t in result["targets"]}
+    assert any("batched sweep" in t for t in labels) and sum("kl_per_token" in t for t in labels) == 2

@@ -72,3 +72,39 @@ def test_generation_settings_are_validated_before_running(tiny):
         actlens.generate(tiny, "Hello", top_p=0.0)
     with pytest.raises(ValueError, match="context"):
         actlens.generate(tiny, "x" * 300)
+
+
+def test_top_p_keeps_the_same_tokens_as_hugging_faces_warper():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from actlens.generation import TopP
+
+    gen = torch.Generator().manual_seed(0)
+    checked = 0
+    for trial in range(40):
+        scores = torch.randn(6, 3000, generator=gen) * (0.2 + trial / 8)  # flat to peaked: nuclei of 1 to ~2000
+        for top_p in (0.05, 0.3, 0.9, 0.99):
+            ours = TopP(top_p, first_k=16)(None, scores.clone())
+            ref = TopPLogitsWarper(top_p)(None, scores.clone())
+            assert torch.equal(ours[ours > -torch.inf], scores[ours > -torch.inf])  # kept scores unchanged
+            for row in (torch.isinf(ours) != torch.isinf(ref)).any(-1).nonzero().flatten().tolist():
+                # Only float rounding at the threshold may differ: the first disagreeing token sits on it.
+                probs = torch.softmax(scores[row].double(), -1)
+                tok = (torch.isinf(ours[row]) != torch.isinf(ref[row])).nonzero()[0, 0]
+                assert abs(float(probs[probs > probs[tok]].sum()) - top_p) < 1e-5
+            checked += 6
+    assert checked == 40 * 4 * 6
+
+
+def test_keyed_sample_draws_from_the_softmax():
+    from actlens.batched import KeyedSample
+
+    scores = torch.tensor([[1.0, 0.0, -torch.inf, 2.0, -1.0]])
+    sampler = KeyedSample([123])
+    counts = torch.zeros(5)
+    for _ in range(20000):
+        out = sampler(None, scores)
+        counts[out.argmax(-1)] += 1
+        assert int(torch.isfinite(out).sum()) == 1
+    torch.testing.assert_close(counts / counts.sum(), torch.softmax(scores, -1)[0], rtol=0, atol=0.012)
+    assert counts[2] == 0

@@ -12,7 +12,11 @@ Rows (``--rows``, patterns over ``group/name``):
   vector on every row (:mod:`actlens.bench.extra`).
 * ``forward/*`` — raw HF forward (the baseline), ``actlens.forward``, the bridge forward,
   ``actlens.resid_pre`` of every layer, TransformerLens ``run_with_cache`` of every
-  ``resid_pre``, and :func:`actlens.kl.kl_per_token` (three forwards per text).
+  ``resid_pre``, and :func:`actlens.kl.kl_per_token` (three forwards per text, or two with
+  ``control=False``).
+* ``sweep/*`` — one sampled sweep grid (:func:`actlens.bench.extra.sweep_grid`, 68
+  completions of ``--sweep-tokens`` tokens) run one setting at a time (the baseline) and
+  batched; the check round asserts identical completions.
 
 Every ratio is the median over repeats of ``baseline time / row time`` from the same
 repeat, with its interquartile range; targets (:data:`actlens.bench.report.TARGETS`) are
@@ -42,8 +46,9 @@ from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULTS = dict(batch_sizes="1,32", new_tokens=128, prompt_tokens=24, forward_batch=16, forward_tokens=256)
-SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, forward_tokens=16)
+DEFAULTS = dict(batch_sizes="1,32", new_tokens=128, prompt_tokens=24, forward_batch=16, forward_tokens=256,
+                sweep_tokens=20)
+SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, forward_tokens=16, sweep_tokens=2)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-batch", type=int, default=None, help=f"forward batch (default {DEFAULTS['forward_batch']})")
     p.add_argument("--forward-tokens", type=int, default=None,
                    help=f"forward sequence length (default {DEFAULTS['forward_tokens']})")
+    p.add_argument("--sweep-tokens", type=int, default=None,
+                   help=f"tokens per completion in the sweep rows (default {DEFAULTS['sweep_tokens']})")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (>= 5 for the report)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds (>= 1; the first also checks outputs)")
     p.add_argument("--rows", default="*", help="comma-separated patterns over row ids, e.g. 'generate/*,forward/hf'; "
@@ -82,7 +89,7 @@ def _settings(args) -> dict:
         s["batch_sizes"] = [int(b) for b in str(s["batch_sizes"]).split(",") if b.strip()]
     except ValueError as err:
         raise ValueError(f"--batch-sizes must be comma-separated integers such as 1,32, got {args.batch_sizes!r}") from err
-    for key in ("new_tokens", "prompt_tokens", "forward_batch", "forward_tokens"):
+    for key in ("new_tokens", "prompt_tokens", "forward_batch", "forward_tokens", "sweep_tokens"):
         if s[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
     if not s["batch_sizes"] or min(s["batch_sizes"]) < 1:
@@ -125,6 +132,9 @@ def run(args) -> dict:
     work = Workload(setup, vector, s["coeff"])
     cases = [Case("generate", b, s["prompt_tokens"], s["new_tokens"]) for b in s["batch_sizes"]]
     cases.append(Case("forward", s["forward_batch"], s["forward_tokens"]))
+    if any(r.group == "sweep" for r in rows):
+        grid = extra.sweep_grid(setup.model)
+        cases.append(Case("sweep", len(grid.settings()) * len(grid.prompts) * len(grid.seeds), 0, s["sweep_tokens"]))
 
     thunks, skipped = {}, []
     for case in cases:
@@ -177,10 +187,17 @@ def _check(thunks: dict, device) -> dict:
                 raise RuntimeError(f"row {r.id} made {tuple(out.shape)} tokens for {case.key}; expected "
                                    f"{(case.batch, case.new_tokens)}: the rows would not do the same work")
             outputs[(case, r)] = out.cpu()
+        elif case.group == "sweep":
+            outputs[(case, r)] = out
     for (case, r), out in outputs.items():
         base = outputs.get((case, baseline_of(r.group)))
         if base is not None and r.name in ("actlens", "tl-bridge"):
             meta[(case, r)] = {"same_tokens_as_baseline": bool(torch.equal(out, base))}
+        if base is not None and case.group == "sweep" and not r.baseline:
+            if out != base:
+                raise RuntimeError(f"row {r.id} gave other completions than {baseline_of(r.group).id} for the "
+                                   "same grid; batched and separate sweeps must agree exactly")
+            meta[(case, r)] = {"same_completions_as_baseline": True}
     return meta
 
 

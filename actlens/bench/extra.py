@@ -1,5 +1,9 @@
 """Rows for the analysis modules: per-token KL (:mod:`actlens.kl`) and sweeps (:mod:`actlens.sweeps`).
 
+The ``sweep`` group times one sampled grid (:func:`sweep_grid`) run batched against one setting
+at a time (``mode="separate"``, the baseline); the check round asserts that both give the
+same completions.
+
 They run on text, not token ids, so each builds English-like prompts of about the case's
 length (:func:`texts`) and sets ``tokens_per_call`` on its thunk to the tokens it really
 processes. Both are optional: if their module cannot be imported the row is skipped with
@@ -78,3 +82,38 @@ def _sweep(w: Workload, case: Case):
 
     run.tokens_per_call = case.batch * case.new_tokens
     return run
+
+
+def sweep_grid(model):
+    """:func:`actlens.sweeps.bench_grid` with one seed: 17 settings x 4 prompts = 68 completions."""
+    from dataclasses import replace
+
+    from actlens.sweeps import bench_grid
+
+    return replace(bench_grid(model), seeds=(0,))
+
+
+def _sweep_mode(mode: str):
+    def make(w: Workload, case: Case):
+        try:
+            from actlens.sweeps import Sampling, sweep
+        except ImportError as err:
+            raise Unavailable(f"actlens.sweeps is not importable ({err})") from err
+        grid = sweep_grid(w.setup.model)
+        sampling = Sampling(max_new_tokens=case.new_tokens, stop_at_eos=False)  # the paper's sampling settings
+
+        def run():
+            result = sweep(w.setup.model, grid, sampling=sampling, metrics={"n_chars": len}, mode=mode,
+                           batch_size=case.batch, progress=False)
+            return [r["completion"] for r in result.records]
+
+        run.tokens_per_call = case.batch * case.new_tokens
+        return run
+
+    return make
+
+
+row("sweep", "separate", "sweep, one setting at a time (each with its unsteered rows, as generate(paired=True))",
+    baseline=True, optional=True)(_sweep_mode("separate"))
+row("sweep", "batched", "sweep, batched (settings on the batch dimension, unsteered once)",
+    optional=True)(_sweep_mode("batched"))

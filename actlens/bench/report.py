@@ -40,6 +40,8 @@ TARGETS = (
     Target("steering overhead, ActAdd vs unsteered actlens <= 2 %", "generate", "actlens+actadd", "actlens", "time", 1.02),
     Target("steering overhead, align='all' vs unsteered actlens <= 2 %", "generate", "actlens+all", "actlens", "time", 1.02),
     Target("resid_pre of every layer <= 1.1x plain actlens.forward", "forward", "actlens-resid_pre", "actlens", "time", 1.10),
+    Target("batched sweep >= 5x the throughput of one setting at a time", "sweep", "batched", "separate",
+           "throughput", 5.0),
     Target("kl_per_token (steered vs unsteered) >= 0.9x the throughput of 2 raw HF forwards", "forward",
            "kl_per_token-nocontrol", "hf", "throughput", 0.9, passes=2),
     Target("kl_per_token with its random control >= 0.9x the throughput of 3 raw HF forwards", "forward",
@@ -214,6 +216,10 @@ def markdown(result: dict) -> str:
             for r in result["rows"] if "same_tokens_as_baseline" in r]
     if same:
         lines += ["", "Greedy tokens identical to raw HF generate: " + "; ".join(same) + "."]
+    agree = [f"{r['case']}: {'yes' if r['same_completions_as_baseline'] else 'NO'}"
+             for r in result["rows"] if "same_completions_as_baseline" in r]
+    if agree:
+        lines += ["", "Batched sweep completions identical to one setting at a time: " + "; ".join(agree) + "."]
     lines += [
         "",
         "| target | case | paired median [IQR] [min-max] vs limit | result |",

@@ -39,7 +39,7 @@ class Unavailable(Exception):
 class Case:
     """One workload shape: generation (``new_tokens > 0``) or a forward pass."""
 
-    group: str  # "generate" | "forward"
+    group: str  # "generate" | "forward" | "sweep"
     batch: int
     prompt_tokens: int
     new_tokens: int = 0
@@ -48,12 +48,14 @@ class Case:
     def key(self) -> str:
         if self.group == "generate":
             return f"generate b={self.batch} p={self.prompt_tokens} n={self.new_tokens}"
+        if self.group == "sweep":
+            return f"sweep {self.batch} completions n={self.new_tokens}"
         return f"forward b={self.batch} p={self.prompt_tokens}"
 
     @property
     def tokens_per_call(self) -> int:
         """Generated tokens (generation, prefill included in the time) or processed tokens (forward)."""
-        return self.batch * (self.new_tokens if self.group == "generate" else self.prompt_tokens)
+        return self.batch * (self.prompt_tokens if self.group == "forward" else self.new_tokens)
 
 
 @dataclass

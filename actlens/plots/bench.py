@@ -5,7 +5,8 @@ from plotly.subplots import make_subplots
 
 from actlens.plots import TEMPLATE
 
-_TITLES = {"generate": "generation: throughput / raw HF generate", "forward": "forward: throughput / raw HF forward"}
+_TITLES = {"generate": "generation: throughput / raw HF generate", "forward": "forward: throughput / raw HF forward",
+           "sweep": "sweep: throughput / one setting at a time"}
 
 
 def fig_bench(result: dict) -> go.Figure:
@@ -21,7 +22,7 @@ def fig_bench(result: dict) -> go.Figure:
     (0.98,)
     """
     rows = [r for r in result["rows"] if "ratio_median" in r]
-    groups = [g for g in ("generate", "forward") if any(r["group"] == g for r in rows)] or ["forward"]
+    groups = [g for g in ("generate", "forward", "sweep") if any(r["group"] == g for r in rows)] or ["forward"]
     counts = [len({r["name"] for r in rows if r["group"] == g}) for g in groups]
     n_cases = [len({r["case"] for r in rows if r["group"] == g}) for g in groups]
     fig = make_subplots(rows=len(groups), cols=1, subplot_titles=[_TITLES.get(g, g) for g in groups],
