@@ -176,6 +176,11 @@ def key_seed(*parts: int | str) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
 
+# Recorded in every sweep's configuration hash: resuming a sweep file written with another sampler
+# would mix completions from different random streams, so it raises instead.
+SAMPLER = "keyed-inverse-cdf/topk-nucleus"
+
+
 class KeyedSample(LogitsProcessor):
     """Draws one token per row from ``softmax(scores)`` with one uniform from the row's own generator.
 

@@ -29,7 +29,7 @@ from transformer_lens import TransformerBridge
 from actlens import _validation
 from actlens import metrics as _metrics
 from actlens._store import Store, config_hash
-from actlens.batched import Request, encode_rows, generate_rows, key_seed
+from actlens.batched import SAMPLER, Request, encode_rows, generate_rows, key_seed
 from actlens.model import check_layer
 from actlens.types import ALIGNS, Align
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
@@ -282,7 +282,8 @@ def sweep(
     for layer in grid.layers:
         check_layer(model, layer)
     fns = dict(metrics or _metrics.TEXT_METRICS)
-    config = dict(kind="generation_sweep", grid=grid.config(), sampling=vars(sampling).copy(), metrics=sorted(fns),
+    config = dict(kind="generation_sweep", grid=grid.config(), sampling=vars(sampling).copy() | {"sampler": SAMPLER},
+                  metrics=sorted(fns),
                   model=str(getattr(model.cfg, "model_name", "")), n_layers=int(model.cfg.n_layers))
     store = Store(out, config_hash(config), key=_key) if out is not None else None
     done = store.records() if store is not None else {}
