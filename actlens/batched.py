@@ -31,7 +31,7 @@ from transformers import GenerationConfig, LogitsProcessor
 
 from actlens import _validation, prompts
 from actlens.generation import sampling_processors
-from actlens.intervene import Addition, Steering, _window, additions, needed_length, padding, row_layout
+from actlens.intervene import Addition, Steering, additions, make_hook, needed_length, padding
 from actlens.model import Positions, device_of, fast_tree, forward, hook_name, state
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
 
@@ -74,38 +74,14 @@ def min_length(model: TransformerBridge, request: Request | None) -> int:
 
 
 def _row_hook(rows: list[list[Addition]], positions: Positions):
-    """Hook for one layer: row r gets ``rows[r]`` (possibly nothing); returns a new tensor."""
-    cast: dict[tuple, dict[int, Tensor]] = {}
-    prompt_lengths: list[int] = []
+    """Hook for one layer: row r gets ``rows[r]`` (possibly nothing); returns a new tensor.
 
-    def hook(resid: Tensor, *, hook) -> Tensor:
-        batch, seq, _ = resid.shape
-        past = positions.past
-        starts, lengths = row_layout(positions, batch, seq, prompt_lengths)
-        if len(rows) != batch:
-            raise ValueError(
-                f"steer_rows was given {len(rows)} row requests but the batch has {batch} rows; "
-                "pass one request (or None) per row"
-            )
-        deltas = cast.setdefault((resid.device, resid.dtype), {})
-        total: Tensor | None = None
-        for row, adds in enumerate(rows):
-            for add in adds:
-                delta = deltas.get(id(add))
-                if delta is None:
-                    delta = deltas[id(add)] = add.delta.to(device=resid.device, dtype=resid.dtype)
-                if add.align == "all":
-                    lo, hi, values = max(starts[row] + int(add.prepend_bos) - past, 0), seq, delta[0]
-                else:
-                    a = _window(add, starts[row], lengths[row])
-                    lo, hi = max(a - past, 0), min(a + add.k - past, seq)
-                    values = delta[lo + past - a:hi + past - a]
-                if lo < hi:
-                    total = torch.zeros_like(resid) if total is None else total
-                    total[row, lo:hi] += values
-        return resid if total is None else resid + total
-
-    return hook
+    Each distinct addition is applied once, masked to the rows that ask for it
+    (:func:`actlens.intervene.make_hook` with ``rows``).
+    """
+    distinct = list({id(add): add for adds in rows for add in adds}.values())
+    masks = [[any(add is a for a in adds) for adds in rows] for add in distinct]
+    return make_hook(distinct, positions, masks)
 
 
 @contextlib.contextmanager

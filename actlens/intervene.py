@@ -82,26 +82,38 @@ def row_layout(positions: Positions, batch: int, seq: int, prompt_lengths: list[
     return [0] * batch, lengths
 
 
-def make_hook(additions: list[Addition], positions: Positions):
+_NOWHERE = -(2**40)  # window start of a row an addition does not apply to: no position falls inside
+
+
+def make_hook(additions: list[Addition], positions: Positions, rows: list[list[bool]] | None = None):
     """The hook for one layer: adds every addition at its positions, returning a new tensor.
 
+    ``rows[i]``, when given, says which rows of the batch addition i applies to (per-row
+    steering, :func:`actlens.batched.steer_rows`); then the batch must have that many rows.
     A call costs a fixed number of tensor operations whatever the batch size: each row's
     window is computed once per batch layout, a KV-cached decode step past every window
     returns at once, and ``align="all"`` decode steps add the vector by broadcasting.
     """
-    cast: dict[tuple, list[Tensor]] = {}
+    cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
     prompt_lengths: list[int] = []  # from the last prefill, when nobody told us the lengths
     windows: dict[int, tuple[tuple, list[int]]] = {}  # addition index -> (layout, first positions)
+    n_rows = None if rows is None else len(rows[0]) if rows else 0
 
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
+        if n_rows is not None and n_rows != batch:
+            raise ValueError(f"steer_rows was given {n_rows} row requests but the batch has {batch} rows; "
+                             "pass one request (or None) per row")
         past = positions.past
         starts, lengths = row_layout(positions, batch, seq, prompt_lengths)
         key = (resid.device, resid.dtype)
         if key not in cast:
-            cast[key] = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
+            cast[key] = ([a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions],
+                         [None if rows is None else torch.tensor(r, device=resid.device, dtype=resid.dtype)[:, None, None]
+                          for r in (rows or [None] * len(additions))])
+        deltas, row_masks = cast[key]
         total: Tensor | None = None  # built only when some position is touched
-        for i, (add, delta) in enumerate(zip(additions, cast[key], strict=True)):
+        for i, (add, delta, row_mask) in enumerate(zip(additions, deltas, row_masks, strict=True)):
             if add.align == "all":
                 first = [s + int(add.prepend_bos) for s in starts]
                 if past >= max(first):  # every position of every row (a decode step)
@@ -113,14 +125,19 @@ def make_hook(additions: list[Addition], positions: Positions):
             else:
                 layout = (tuple(starts), tuple(lengths))
                 if windows.get(i, (None,))[0] != layout:
-                    windows[i] = (layout, [_window(add, s, n) for s, n in zip(starts, lengths, strict=True)])
+                    use = rows[i] if rows is not None else [True] * batch
+                    windows[i] = (layout, [_window(add, s, n) if u else _NOWHERE
+                                           for s, n, u in zip(starts, lengths, use, strict=True)])
                 first = windows[i][1]
-                if past >= max(first) + add.k or past + seq <= min(first):
+                used = [f for f in first if f != _NOWHERE]
+                if not used or past >= max(used) + add.k or past + seq <= min(used):
                     continue  # no window in this chunk (e.g. a KV-cached decode step)
                 rel = torch.arange(past, past + seq, device=resid.device)[None] - torch.tensor(
                     first, device=resid.device)[:, None]  # [batch, seq] position within the window
                 inside = (rel >= 0) & (rel < add.k)
                 part = delta[rel.clamp(0, add.k - 1)] * inside[..., None].to(resid.dtype)
+            if row_mask is not None:
+                part = part * row_mask
             total = part if total is None else total + part
         return resid if total is None else resid + total  # a [d_model] total broadcasts
 

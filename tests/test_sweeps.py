@@ -31,6 +31,25 @@ def test_steer_rows_equals_steer_per_row(tiny):
         torch.testing.assert_close(mixed[r, batch.starts[r]:], logits[0, -len(row):], atol=1e-5, rtol=1e-5)
 
 
+def test_steer_rows_mixes_requests_and_short_unsteered_rows(tiny):
+    """Rows with different requests (front, all, another layer) and an unsteered row shorter than the
+    front vector: each row equals steering it alone."""
+    v = actlens.actadd_vector(tiny, "Love", "Hate", 1)
+    w = actlens.actadd_vector(tiny, "Joy", "Sad", 2)
+    texts = ["Hi", "I think that you are", "The weather is nice", "Tell me more"]
+    requests = [None, Request(v, 3.0), Request(w, -2.0, align="all", position=1), Request(v, -1.5)]
+    rows = [prompts.encode(tiny, t) for t in texts]
+    assert len(rows[0]) < v.k  # too short for the front vector other rows carry
+    mixed, batch = forward_rows(tiny, rows, requests)
+    for r, (text, req) in enumerate(zip(texts, requests, strict=True)):
+        if req is None:
+            logits, _ = actlens.steered_logits(tiny, [text], v, 0.0, align="all", position=1)
+        else:
+            logits, _ = actlens.steered_logits(tiny, [text], req.vector, req.coeff, align=req.align,
+                                               position=req.position)
+        torch.testing.assert_close(mixed[r, batch.starts[r]:], logits[0, -len(rows[r]):], atol=1e-5, rtol=1e-5)
+
+
 def test_steer_rows_leaves_no_hooks_even_on_error(tiny):
     v = actlens.actadd_vector(tiny, "Love", "Hate", 1)
     before = hooks_registered(tiny)
