@@ -119,11 +119,13 @@ def run(args) -> dict:
     from actlens.vectors import actadd_vector
 
     s = _settings(args)
+    started = report.now()
     if s["threads"]:
         torch.set_num_threads(s["threads"])
     device, dtype = torch.device(s["device"]), DTYPES[s["dtype"]]
     rows = select_rows(s["rows"])
     _log(f"building {s['model']} on {device} ({s['dtype']})")
+    machine = report.machine()  # now, not at the end: the commit must be the code that runs
     setup = build(s["model"], device, dtype)
     n_layers = setup.info["n_layers"]
     layer = args.layer if args.layer is not None else min(6, n_layers - 1)
@@ -166,7 +168,7 @@ def run(args) -> dict:
             rec["cached_activation_bytes"] = cached_activation_bytes(work, case)
         records.append(rec)
     result = {
-        "format": report.FORMAT, "created": report.now(), "machine": report.machine(), "settings": s,
+        "format": report.FORMAT, "started": started, "created": report.now(), "machine": machine, "settings": s,
         "model": setup.info, "memory_method": "not measured (--no-memory)" if args.no_memory else timing.memory_method(device),
         "process_peak_rss_bytes": timing.process_peak_rss_bytes(), "rows": records, "skipped": skipped,
     }

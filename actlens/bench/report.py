@@ -78,6 +78,7 @@ def machine() -> dict:
         "actlens": actlens.__version__,
         "steering_vectors": _version("steering-vectors", None),
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
@@ -107,6 +108,16 @@ def _git_commit() -> str | None:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (the timed code is then not exactly ``git_commit``)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
