@@ -6,6 +6,9 @@
   relevance" experiment needs (Turner et al. 2023, §2.1).
 - ``capitals.json``: 58 (country, capital) pairs from ``countryinfo`` 1.0.1 (MIT), every country
   with a population of at least 20 million, for fact-recall probes (§2.7's P@K, on capitals).
+
+Also the prompt sets of the paper figures (:mod:`actlens.figure_jobs`), which notebooks reuse:
+``TOPIC_PROMPT``, ``KL_TEXTS`` and the wedding contrast pairs ``WEDDING_PAIRS``.
 """
 
 import json
@@ -18,6 +21,22 @@ from actlens.metrics import WEDDING_WORDS, topic_relevance, words
 DATA = Path(__file__).parent / "data"
 AUSTEN = DATA / "pride_and_prejudice_ch1-26.txt"
 CAPITALS = DATA / "capitals.json"
+
+# Prompt sets of the paper-figure experiments (actlens.figure_jobs) and notebooks.
+TOPIC_PROMPT = "I went up to my friend and said"  # the paper's layer sweep (§2.3)
+KL_TEXTS = ("I'm excited because I'm going to a party with all of my friends tonight.",  # LW1's KL prompt, extended
+            "The train was late again this morning, so I read the newspaper on the platform.",
+            "She opened the window, looked at the garden, and decided to bake some bread.")
+WEDDING_PAIRS = [  # topical mean-difference set: same sentence, wedding vs. other event
+    ("We are planning our wedding for next June.", "We are planning our holiday for next June."),
+    ("The bride walked down the aisle smiling.", "The runner walked down the track smiling."),
+    ("They got married in a small church.", "They got lunch in a small cafe."),
+    ("He proposed and she said yes to the marriage.", "He phoned and she said yes to the meeting."),
+    ("The wedding cake had five tiers.", "The birthday cake had five candles."),
+    ("Their honeymoon was in Italy.", "Their business trip was in Italy."),
+    ("The groom wore a black suit to the ceremony.", "The driver wore a black suit to the office."),
+    ("I was invited to my cousin's wedding.", "I was invited to my cousin's graduation."),
+]
 
 
 @cache

@@ -18,25 +18,10 @@ from transformer_lens import TransformerBridge
 
 from actlens import ablation, corpora, evaluate, metrics, sweeps
 from actlens.batched import Request
+from actlens.corpora import KL_TEXTS, TOPIC_PROMPT, WEDDING_PAIRS
 from actlens.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
 from actlens.plots import sweeps as plots
 from actlens.vectors import actadd_vector, random_like
-
-TOPIC_PROMPT = "I went up to my friend and said"  # the paper's layer sweep (§2.3)
-KL_TEXTS = ("I'm excited because I'm going to a party with all of my friends tonight.",  # LW1's KL prompt, extended
-            "The train was late again this morning, so I read the newspaper on the platform.",
-            "She opened the window, looked at the garden, and decided to bake some bread.")
-WEDDING_PAIRS = [  # topical mean-difference set: same sentence, wedding vs. other event
-    ("We are planning our wedding for next June.", "We are planning our holiday for next June."),
-    ("The bride walked down the aisle smiling.", "The runner walked down the track smiling."),
-    ("They got married in a small church.", "They got lunch in a small cafe."),
-    ("He proposed and she said yes to the marriage.", "He phoned and she said yes to the meeting."),
-    ("The wedding cake had five tiers.", "The birthday cake had five candles."),
-    ("Their honeymoon was in Italy.", "Their business trip was in Italy."),
-    ("The groom wore a black suit to the ceremony.", "The driver wore a black suit to the office."),
-    ("I was invited to my cousin's wedding.", "I was invited to my cousin's graduation."),
-]
-
 
 @dataclass
 class Job:
@@ -259,7 +244,7 @@ def capital_recall(job: Job) -> Output:
                   config, [0], notes)
 
 
-# --- 5-8. analysis figures (modules by another worker, imported lazily) -------------------------------------
+# --- 5-8 and propagation: analysis figures (analysis modules imported lazily) -------------------------------
 def norm_profile(job: Job) -> Output:
     from actlens.norms import norm_profile as compute
     from actlens.plots.analysis import fig_norm_profile

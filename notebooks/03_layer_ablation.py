@@ -52,7 +52,7 @@ ABLATE_LAYERS = [7, 12] if SMOKE else None  # None: every later layer
 # %%
 import actlens
 from actlens import ablation, sweeps
-from actlens.figure_jobs import KL_TEXTS, WEDDING_PAIRS
+from actlens.corpora import KL_TEXTS, WEDDING_PAIRS
 from actlens.plots.sweeps import fig_ablation, fig_topic_by_layer
 
 model = actlens.load_model(MODEL)
