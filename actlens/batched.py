@@ -12,10 +12,10 @@ generator, seeded from the row's key (for sweeps: the seed and the prompt), and 
 token by inverse-CDF sampling (:class:`KeyedSample`). This samples from the same distribution
 as the paper's settings (temperature, frequency penalty, top-p, applied in
 :mod:`actlens.generation`'s order, with the same processors), but a row's tokens depend only
-on its prompt, request and key, never on the other rows of its batch. So a batched sweep and a one-setting-at-a-time run give the same tokens,
-and the unsteered and steered completions of one key share their random numbers (paired
-comparisons). These samples differ from :func:`actlens.generate`'s, which share one random
-stream per batch.
+on its prompt, request and key, never on the other rows of its batch. So a batched sweep and
+a one-setting-at-a-time run give the same tokens, and the unsteered and steered completions
+of one key share their random numbers (paired comparisons). These samples differ from
+:func:`actlens.generate`'s, which share one random stream per batch.
 """
 
 import contextlib

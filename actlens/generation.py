@@ -68,7 +68,7 @@ class TopP(LogitsProcessor):
             if k == vocab or not bool(keep[..., -1].any()):
                 break
             k = min(vocab, 8 * k)
-        kept = torch.where(keep, scores.gather(-1, idx), torch.tensor(float("-inf"), dtype=scores.dtype))
+        kept = torch.where(keep, scores.gather(-1, idx), float("-inf"))
         return torch.full_like(scores, float("-inf")).scatter_(-1, idx, kept)
 
 

@@ -96,8 +96,9 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
     """
     cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
     prompt_lengths: list[int] = []  # from the last prefill, when nobody told us the lengths
-    windows: dict[int, tuple[tuple, list[int]]] = {}  # addition index -> (layout, first positions)
-    n_rows = None if rows is None else len(rows[0]) if rows else 0
+    # addition index -> (layout, first position per row, (lowest, highest) first position of the rows it applies to)
+    windows: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
+    n_rows = None if rows is None else len(rows[0])
 
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
@@ -108,9 +109,10 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
         starts, lengths = row_layout(positions, batch, seq, prompt_lengths)
         key = (resid.device, resid.dtype)
         if key not in cast:
-            cast[key] = ([a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions],
-                         [None if rows is None else torch.tensor(r, device=resid.device, dtype=resid.dtype)[:, None, None]
-                          for r in (rows or [None] * len(additions))])
+            deltas = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
+            masks = ([None] * len(additions) if rows is None else
+                     [torch.tensor(r, device=resid.device, dtype=resid.dtype)[:, None, None] for r in rows])
+            cast[key] = (deltas, masks)
         deltas, row_masks = cast[key]
         total: Tensor | None = None  # built only when some position is touched
         for i, (add, delta, row_mask) in enumerate(zip(additions, deltas, row_masks, strict=True)):
@@ -126,11 +128,12 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                 layout = (tuple(starts), tuple(lengths))
                 if windows.get(i, (None,))[0] != layout:
                     use = rows[i] if rows is not None else [True] * batch
-                    windows[i] = (layout, [_window(add, s, n) if u else _NOWHERE
-                                           for s, n, u in zip(starts, lengths, use, strict=True)])
-                first = windows[i][1]
-                used = [f for f in first if f != _NOWHERE]
-                if not used or past >= max(used) + add.k or past + seq <= min(used):
+                    first = [_window(add, s, n) if u else _NOWHERE
+                             for s, n, u in zip(starts, lengths, use, strict=True)]
+                    used = [f for f in first if f != _NOWHERE]
+                    windows[i] = (layout, first, (min(used, default=_NOWHERE), max(used, default=_NOWHERE)))
+                _, first, (lowest, highest) = windows[i]
+                if past >= highest + add.k or past + seq <= lowest:
                     continue  # no window in this chunk (e.g. a KV-cached decode step)
                 rel = torch.arange(past, past + seq, device=resid.device)[None] - torch.tensor(
                     first, device=resid.device)[:, None]  # [batch, seq] position within the window

@@ -111,10 +111,11 @@ class KLResult:
     """Per-token effects of a steered and a control run against one unsteered run.
 
     The ``*_control`` tensors and ``control_norms`` are None when the control was switched
-    off (``kl_per_token(..., control=False)``). Tensors are ``[text, pos]`` in one left-padded layout (``starts[i]`` is text i's BOS);
-    values at pads are 0. ``counted`` marks the positions summaries use: real tokens, not
-    BOS, not an injection position (unless ``masked_injection`` is False). Value at position
-    ``p`` is about the distribution *predicting* token ``p + 1``.
+    off (``kl_per_token(..., control=False)``). Tensors are ``[text, pos]`` in one left-padded
+    layout (``starts[i]`` is text i's BOS); values at pads are 0. ``counted`` marks the
+    positions summaries use: real tokens, not BOS, not an injection position (unless
+    ``masked_injection`` is False). Value at position ``p`` is about the distribution
+    *predicting* token ``p + 1``.
     """
 
     texts: tuple[str, ...]
@@ -171,7 +172,8 @@ class KLResult:
                            injected=bool(self.injected[i, p]), counted=bool(self.counted[i, p]),
                            entropy_base=float(self.entropy_base[i, p]))
                 for run, kl, ent, flip in self.runs():
-                    rec |= {f"kl_{run}": float(kl[i, p]), f"entropy_change_{run}": float(ent[i, p] - rec["entropy_base"]),
+                    rec |= {f"kl_{run}": float(kl[i, p]),
+                            f"entropy_change_{run}": float(ent[i, p] - rec["entropy_base"]),
                             f"flip_{run}": bool(flip[i, p])}
                 records.append(rec)
         return pd.DataFrame.from_records(records)
@@ -262,10 +264,11 @@ def run_masked(
         for chunk in _analysis.chunks(batch, batch_size):
             keep = chunk.attention_mask.bool()
             base, head = _analysis.hidden(model, chunk)  # once per chunk, shared by every vector
-            base = base[keep.to(base.device)]
+            real = keep.to(base.device)
+            base = base[real]
             group = max(1, HIDDEN_BUDGET // max(base.numel() * base.element_size(), 1))
             for g in range(0, len(vectors), group):
-                runs = [_analysis.hidden(model, chunk, vec, coeff, align, position)[0][keep.to(base.device)]
+                runs = [_analysis.hidden(model, chunk, vec, coeff, align, position)[0][real]
                         for vec in vectors[g:g + group]]
                 ent, stats = _block_stats(head, base, runs)
                 if g == 0:
@@ -337,6 +340,7 @@ def kl_per_token(
     texts, batch, injected, counted, masked_injection, base_entropy, (st, *ct) = run_masked(
         model, texts, runs, coeff, align=align, position=position, batch_size=batch_size,
         short_prompt=short_prompt)
+    ct = ct[0] if ct else dict.fromkeys(st)  # no control run: None for each of its fields
     token_strings = tuple(
         tuple(_analysis.token_strings(model, batch.tokens[i, s:s + n].tolist()))
         for i, (s, n) in enumerate(zip(batch.starts, batch.lengths, strict=True))
@@ -345,12 +349,11 @@ def kl_per_token(
     return KLResult(
         texts=tuple(texts), tokens=batch.tokens, token_strings=token_strings, starts=tuple(batch.starts),
         lengths=tuple(batch.lengths), injected=injected, counted=counted,
-        kl_steered=st["kl"], kl_control=ct[0]["kl"] if ct else None, entropy_base=base_entropy,
-        entropy_steered=st["entropy"], entropy_control=ct[0]["entropy"] if ct else None,
-        flip_steered=st["flip"], flip_control=ct[0]["flip"] if ct else None,
+        kl_steered=st["kl"], kl_control=ct["kl"], entropy_base=base_entropy,
+        entropy_steered=st["entropy"], entropy_control=ct["entropy"], flip_steered=st["flip"], flip_control=ct["flip"],
         vector_norms=vector.norms(), control_norms=runs[1].norms() if control else None, layer=vector.layer,
-        coeff=coeff, align=align, control_seed=control_seed if control else None, masked_injection=masked_injection, vector_label=label,
-        model_name=vector.model.name,
+        coeff=coeff, align=align, control_seed=control_seed if control else None, masked_injection=masked_injection,
+        vector_label=label, model_name=vector.model.name,
     )
 
 
