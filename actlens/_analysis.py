@@ -8,14 +8,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _validation, prompts
 from actlens.activations import resid_pre
-from actlens.intervene import Addition, _window, additions, padding, steer
-from actlens.model import hook_name, identity, n_layers
+from actlens.intervene import Addition, additions, steer
+from actlens.model import hook_name, identity, n_layers, padding
 from actlens.readout import final_hidden
 from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
 from actlens.vectors import SteeringVector
@@ -137,34 +137,13 @@ def steering_addition(
 
 
 
-def injected(add: Addition, batch: prompts.Batch) -> Bool[Tensor, "batch pos"]:
-    """True at every position the addition writes to (the zero BOS row of ActAdd included)."""
-    out = torch.zeros(batch.tokens.shape, dtype=torch.bool)
-    for row, (start, length) in enumerate(zip(batch.starts, batch.lengths, strict=True)):
-        if add.align == "all":
-            out[row, start + int(add.prepend_bos):start + length] = True
-        else:
-            a = _window(add, start, length)
-            out[row, a:a + add.k] = True
-    return out
-
-
-def real_positions(batch: prompts.Batch, *, skip_bos: bool = True) -> Bool[Tensor, "batch pos"]:
-    """True at real tokens (pads excluded), BOS excluded when ``skip_bos``."""
-    out = batch.attention_mask.bool().clone()
-    if skip_bos:
-        for row, start in enumerate(batch.starts):
-            out[row, start] = False
-    return out
-
-
 def encode_texts(
     model: TransformerBridge, texts: object, add: Addition | None, short_prompt: ShortPrompt = "error"
 ) -> tuple[list[str], prompts.Batch]:
     """Validate and left-pad ``texts``; a text shorter than the injection raises (or is padded)."""
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
     texts = _validation.texts("texts", texts)
-    need = 1 if add is None else add.min_length
+    need = 1 if add is None else add.placement.min_length
     return texts, prompts.encode_batch(model, texts, min_length=need, short_prompt=short_prompt)
 
 

@@ -29,9 +29,10 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _validation, prompts
-from actlens.batched import Request, forward_rows, min_length
-from actlens.evaluate import _excluded, kl_from_logits
+from actlens.batched import Request, forward_rows, min_length, scored_positions
+from actlens.evaluate import kl_from_logits
 from actlens.metrics import WEDDING_WORDS
+from actlens.positions import Positions, Tracker, real
 from actlens.model import check_layer, hook_name, n_layers, state
 from actlens.sweeps import VectorSpec
 from actlens.types import Align
@@ -51,7 +52,7 @@ def remove_direction(
     """At ``blocks.{j}.hook_resid_pre`` set the component along unit ``directions[j]`` to ``means[j]`` (0 by default).
 
     Applies at every position after each row's BOS (rows' starts come from
-    :func:`actlens.intervene.padding`; unpadded otherwise). Hooks return a new tensor and are
+    :func:`actlens.model.padding`; unpadded otherwise). Hooks return a new tensor and are
     removed on exit.
 
     >>> from actlens.tiny import tiny_model
@@ -79,15 +80,14 @@ def remove_direction(
         yield model
 
 
-def _projection_hook(u: Tensor, mean: float, positions):
+def _projection_hook(u: Tensor, mean: float, positions: Positions):
+    tracker = Tracker(positions)
+
     def hook(resid: Tensor, *, hook) -> Tensor:
-        batch, seq, _ = resid.shape
-        starts = positions.starts if positions.starts is not None and len(positions.starts) == batch else [0] * batch
-        absolute = torch.arange(seq, device=resid.device) + positions.past
-        keep_bos = absolute[None, :] <= torch.tensor(starts, device=resid.device)[:, None]  # BOS and left pads
+        after_bos = real(tracker.layout(*resid.shape[:2]), resid.device, skip_bos=True)  # BOS and left pads kept
         unit = u.to(device=resid.device, dtype=resid.dtype)
         coef = resid @ unit - mean
-        coef = torch.where(keep_bos, torch.zeros_like(coef), coef)
+        coef = torch.where(after_bos, coef, torch.zeros_like(coef))
         return resid - coef[..., None] * unit
 
     return hook
@@ -106,11 +106,7 @@ def _prepare(model, texts, requests, max_tokens):
     if short:
         raise ValueError(f"texts {short} are shorter than the injection ({need} positions) plus one token; "
                          "use longer texts")
-    scored = []
-    for row in ids:
-        excluded = set().union(*(_excluded(model, r, len(row)) for r in requests))
-        scored.append([p for p in range(len(row) - 1) if p not in excluded])
-    return ids, scored
+    return ids, scored_positions(model, ids, requests)
 
 
 def _measure(model, ids, scored, requests, targets, capture: Sequence[int] = ()):

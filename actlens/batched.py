@@ -3,7 +3,7 @@
 Sweeps put settings on the batch dimension: row ``r`` of a batch gets its own steering
 :class:`Request` (vector, coefficient, alignment) or none. :func:`steer_rows` is the per-row
 generalisation of :func:`actlens.steer`: one hook per layer that any row steers, adding each
-row's values only to that row, at the positions :func:`actlens.intervene._window` gives
+row's values only to that row, at the positions :mod:`actlens.positions` gives
 (front/mid/back) or at every position after BOS (``all``). Like ``steer`` it is scoped (all
 hooks go on exit, also on error) and pure (hooks return a new tensor).
 
@@ -31,8 +31,9 @@ from transformers import GenerationConfig, LogitsProcessor
 
 from actlens import _validation, prompts
 from actlens.generation import sampling_processors
-from actlens.intervene import Addition, Steering, additions, make_hook, needed_length, padding
-from actlens.model import Positions, device_of, fast_tree, forward, hook_name, state
+from actlens.intervene import Addition, Steering, additions, make_hook, needed_length
+from actlens.model import device_of, fast_tree, forward, hook_name, padding, state
+from actlens.positions import Positions, injected_at
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
 
 
@@ -73,6 +74,28 @@ def min_length(model: TransformerBridge, request: Request | None) -> int:
     return needed_length(model, request.vector, request.coeff, align=request.align, position=request.position)
 
 
+def injected_positions(model: TransformerBridge, request: Request | None, length: int) -> set[int]:
+    """Positions (BOS = 0) a positional ``request`` adds to in an unpadded text of ``length`` tokens.
+
+    Empty for ``align="all"`` (every position after BOS) and for no request: scoring leaves
+    out the predictions at these positions for every condition alike.
+    """
+    if request is None or request.align == "all":
+        return set()
+    grouped = additions(model, request.vector, request.coeff, align=request.align, position=request.position)
+    return {p for adds in grouped.values() for add in adds for p in injected_at(add.placement, length)}
+
+
+def scored_positions(model: TransformerBridge, rows: Sequence[Sequence[int]],
+                     requests: Sequence[Request | None]) -> list[list[int]]:
+    """Per token row, the prediction positions that no request injects at (the last one excluded: no target)."""
+    out = []
+    for row in rows:
+        excluded = set().union(*(injected_positions(model, r, len(row)) for r in requests))
+        out.append([p for p in range(len(row) - 1) if p not in excluded])
+    return out
+
+
 def _row_hook(rows: list[list[Addition]], positions: Positions):
     """Hook for one layer: row r gets ``rows[r]`` (possibly nothing); returns a new tensor.
 
@@ -88,7 +111,7 @@ def _row_hook(rows: list[list[Addition]], positions: Positions):
 def steer_rows(model: TransformerBridge, requests: Sequence[Request | None]) -> Iterator[TransformerBridge]:
     """Steer row ``r`` of every batch run inside the block with ``requests[r]`` (``None``: unsteered).
 
-    Run padded batches through :func:`actlens.forward` inside :func:`actlens.intervene.padding`
+    Run padded batches through :func:`actlens.forward` inside :func:`actlens.model.padding`
     (as :func:`forward_rows` and :func:`generate_rows` do) so the hooks know where rows start.
 
     >>> from actlens.tiny import tiny_model

@@ -25,8 +25,7 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _validation, prompts
-from actlens.batched import Request, forward_rows, min_length
-from actlens.intervene import _window, additions
+from actlens.batched import Request, forward_rows, min_length, scored_positions
 from actlens.kl import kl_divergence
 from actlens.types import Align
 from actlens.vectors import SteeringVector, random_like
@@ -46,19 +45,6 @@ def kl_from_logits(p_logits: Float[Tensor, "*n d_vocab"], q_logits: Float[Tensor
     0.0
     """
     return kl_divergence(p_logits, q_logits)
-
-
-def _excluded(model: TransformerBridge, request: Request | None, length: int) -> set[int]:
-    """Prediction positions (0-based, BOS = 0) that a positional request modifies in a text of ``length``."""
-    if request is None or request.align == "all":
-        return set()
-    out: set[int] = set()
-    grouped = additions(model, request.vector, request.coeff, align=request.align, position=request.position)
-    for adds in grouped.values():
-        for add in adds:
-            a = _window(add, 0, length)
-            out |= set(range(a, a + add.k))
-    return out
 
 
 def score_texts(
@@ -89,14 +75,12 @@ def score_texts(
     if not conditions or len(set(names)) != len(names):
         raise ValueError(f"need at least one condition, with unique names; got {names}")
     ids = [prompts.encode(model, t)[:max_tokens] for t in texts]
-    scored: list[list[int]] = []
+    need = max(min_length(model, req) for _, req, _ in conditions)
     for i, row in enumerate(ids):
-        need = max(min_length(model, req) for _, req, _ in conditions)
         if len(row) < need + 1:
             raise ValueError(f"text {i} ({texts[i][:40]!r}) has {len(row)} tokens with BOS; the steering needs "
                              f"{need} positions plus one token to score. Use longer texts")
-        excluded = set().union(*(_excluded(model, req, len(row)) for _, req, _ in conditions))
-        scored.append([p for p in range(len(row) - 1) if p not in excluded])
+    scored = scored_positions(model, ids, [req for _, req, _ in conditions])
     prefixes = {name: prompts.encode(model, prefix, prepend_bos=False) if prefix else []
                 for name, _, prefix in conditions}
     results = []

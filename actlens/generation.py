@@ -21,8 +21,8 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper
 
 from actlens import _validation, prompts
-from actlens.intervene import Steering, needed_length, padding, steer
-from actlens.model import device_of, fast_tree, forward
+from actlens.intervene import Steering, needed_length, steer
+from actlens.model import device_of, fast_tree, forward, padding
 from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
 from actlens.vectors import SteeringVector
 

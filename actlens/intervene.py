@@ -22,67 +22,27 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _validation
-from actlens.model import Positions, check_layer, hook_name, state
+from actlens.model import check_layer, hook_name, state
+from actlens.positions import NOWHERE, Placement, Positions, Tracker, injected, window_index
 from actlens.types import ALIGNS, Align
 from actlens.vectors import SteeringVector
 
 
 @dataclass(frozen=True)
 class Addition:
-    """One vector at one layer, coefficient applied, with its alignment."""
+    """One vector at one layer, coefficient applied, and where it goes."""
 
-    delta: Tensor  # [k, d_model], float32 on CPU; cast per call
-    align: str
-    bos_row: bool
-    prepend_bos: bool
+    delta: Tensor  # [k, d_model], float32 on the vector's device; cast per call
+    placement: Placement
 
     @property
     def k(self) -> int:
         return int(self.delta.shape[0])
 
-    @property
-    def min_length(self) -> int:
-        """Prompt positions (BOS included) this addition needs: 1 for ``align="all"``."""
-        if self.align == "all":
-            return 1
-        return self.k + (0 if self.bos_row or not self.prepend_bos else 1)
-
-
-def _window(add: Addition, start: int, length: int) -> int:
-    """First absolute position of a positional vector in a row starting at ``start``."""
-    k = add.k
-    if add.align == "front":
-        offset = 0 if add.bos_row or not add.prepend_bos else 1
-    elif add.align == "mid":  # the authors' centring: middle of the prompt minus half the vector
-        offset = length // 2 - k // 2
-    else:  # back
-        offset = length - k
-    if offset < 0 or offset + k > length:
-        raise ValueError(
-            f"the prompt has {length} tokens (BOS included) but the steering vector covers {k} "
-            f"positions with align={add.align!r}; use a longer prompt, pass short_prompt='pad' to "
-            "actlens.generate / actlens.steered_logits, or use align='all'"
-        )
-    return start + offset
-
-
-def row_layout(positions: Positions, batch: int, seq: int, prompt_lengths: list[int]) -> tuple[list[int], list[int]]:
-    """Each row's first real position and prompt length for the chunk a hook sees.
-
-    Uses what :func:`padding` set; otherwise rows are unpadded and the prompt length is the
-    last prefill's (kept in ``prompt_lengths``, which the caller's hook owns), so that a
-    KV-cached decode step still knows where the prompt ended.
-    """
-    starts, lengths = positions.starts, positions.lengths
-    if starts is not None and lengths is not None and len(starts) == batch:
-        return starts, lengths
-    if positions.past == 0:
-        prompt_lengths[:] = [seq] * batch
-    lengths = prompt_lengths if len(prompt_lengths) == batch else [positions.past + seq] * batch
-    return [0] * batch, lengths
-
-
-_NOWHERE = -(2**40)  # window start of a row an addition does not apply to: no position falls inside
+    def key(self) -> tuple:
+        """Equal for additions with equal values and placement (one hook term serves both)."""
+        return (self.placement, tuple(self.delta.shape), self.delta.dtype, self.delta.device,
+                hash(self.delta.detach().cpu().numpy().tobytes()))
 
 
 def make_hook(additions: list[Addition], positions: Positions, rows: list[list[bool]] | None = None):
@@ -91,13 +51,14 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
     ``rows[i]``, when given, says which rows of the batch addition i applies to (per-row
     steering, :func:`actlens.batched.steer_rows`); then the batch must have that many rows.
     A call costs a fixed number of tensor operations whatever the batch size: each row's
-    window is computed once per batch layout, a KV-cached decode step past every window
-    returns at once, and ``align="all"`` decode steps add the vector by broadcasting.
+    first position is computed once per batch layout (:mod:`actlens.positions`), a KV-cached
+    decode step past every window returns at once, and ``align="all"`` decode steps add the
+    vector by broadcasting.
     """
     cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
-    prompt_lengths: list[int] = []  # from the last prefill, when nobody told us the lengths
-    # addition index -> (layout, first position per row, (lowest, highest) first position of the rows it applies to)
-    windows: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
+    tracker = Tracker(positions)
+    # addition index -> (layout rows, first position per row, (lowest, highest) first position of the rows it applies to)
+    firsts: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
     n_rows = None if rows is None else len(rows[0])
 
     def hook(resid: Tensor, *, hook) -> Tensor:
@@ -105,8 +66,7 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
         if n_rows is not None and n_rows != batch:
             raise ValueError(f"steer_rows was given {n_rows} row requests but the batch has {batch} rows; "
                              "pass one request (or None) per row")
-        past = positions.past
-        starts, lengths = row_layout(positions, batch, seq, prompt_lengths)
+        layout = tracker.layout(batch, seq)
         key = (resid.device, resid.dtype)
         if key not in cast:
             deltas = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
@@ -114,31 +74,26 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                      [torch.tensor(r, device=resid.device, dtype=resid.dtype)[:, None, None] for r in rows])
             cast[key] = (deltas, masks)
         deltas, row_masks = cast[key]
+        past = layout.past
         total: Tensor | None = None  # built only when some position is touched
         for i, (add, delta, row_mask) in enumerate(zip(additions, deltas, row_masks, strict=True)):
-            if add.align == "all":
-                first = [s + int(add.prepend_bos) for s in starts]
-                if past >= max(first):  # every position of every row (a decode step)
+            where = add.placement
+            rows_key = (layout.starts, layout.lengths)
+            if firsts.get(i, (None,))[0] != rows_key:
+                first = where.first(layout, None if rows is None else rows[i])
+                used = [f for f in first if f != NOWHERE]
+                firsts[i] = (rows_key, first, (min(used, default=NOWHERE), max(used, default=NOWHERE)))
+            _, first, (lowest, highest) = firsts[i]
+            if where.align == "all":
+                if past >= highest:  # every position of every row (a decode step)
                     part = delta[0]
                 else:
-                    pos = torch.arange(past, past + seq, device=resid.device)
-                    mask = pos[None] >= torch.tensor(first, device=resid.device)[:, None]
-                    part = mask[..., None].to(resid.dtype) * delta[0]
+                    part = injected(where, layout, resid.device, first=first)[..., None].to(resid.dtype) * delta[0]
             else:
-                layout = (tuple(starts), tuple(lengths))
-                if windows.get(i, (None,))[0] != layout:
-                    use = rows[i] if rows is not None else [True] * batch
-                    first = [_window(add, s, n) if u else _NOWHERE
-                             for s, n, u in zip(starts, lengths, use, strict=True)]
-                    used = [f for f in first if f != _NOWHERE]
-                    windows[i] = (layout, first, (min(used, default=_NOWHERE), max(used, default=_NOWHERE)))
-                _, first, (lowest, highest) = windows[i]
                 if past >= highest + add.k or past + seq <= lowest:
                     continue  # no window in this chunk (e.g. a KV-cached decode step)
-                rel = torch.arange(past, past + seq, device=resid.device)[None] - torch.tensor(
-                    first, device=resid.device)[:, None]  # [batch, seq] position within the window
-                inside = (rel >= 0) & (rel < add.k)
-                part = delta[rel.clamp(0, add.k - 1)] * inside[..., None].to(resid.dtype)
+                index, inside = window_index(where, first, layout, resid.device)
+                part = delta[index] * inside[..., None].to(resid.dtype)
             if row_mask is not None:
                 part = part * row_mask
             total = part if total is None else total + part
@@ -179,7 +134,8 @@ def additions(
                 )
             vec = vec.at_position(position)
         values = vec.values.float() * c
-        grouped.setdefault(vec.layer, []).append(Addition(values, align, vec.bos_row, vec.prepend_bos))
+        where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos)
+        grouped.setdefault(vec.layer, []).append(Addition(values, where))
     return grouped
 
 
@@ -191,7 +147,7 @@ def needed_length(
     if vector is None:
         return 1
     grouped = additions(model, vector, coeff, align=align, position=position)
-    return max(a.min_length for adds in grouped.values() for a in adds)
+    return max(a.placement.min_length for adds in grouped.values() for a in adds)
 
 
 @contextlib.contextmanager
@@ -231,15 +187,3 @@ def steer(
     hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
     with model.hooks(fwd_hooks=hooks):
         yield model
-
-
-@contextlib.contextmanager
-def padding(model: TransformerBridge, starts: list[int] | None, lengths: list[int] | None) -> Iterator[None]:
-    """Tell steering hooks where each row of the coming batch starts and how long it is."""
-    positions = state(model).positions
-    saved = positions.starts, positions.lengths
-    positions.starts, positions.lengths = starts, lengths
-    try:
-        yield
-    finally:
-        positions.starts, positions.lengths = saved

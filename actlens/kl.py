@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation
+from actlens import _analysis, _validation, positions
 from actlens.types import Align, ShortPrompt
 from actlens.vectors import SteeringVector, random_like
 
@@ -252,8 +252,8 @@ def run_masked(
     """
     adds = [_analysis.steering_addition(model, v, coeff, align, position) for v in vectors]
     texts, batch = _analysis.encode_texts(model, texts, adds[0], short_prompt)
-    injected = _analysis.injected(adds[0], batch)
-    real = _analysis.real_positions(batch, skip_bos=True)
+    injected = positions.injected(adds[0].placement, batch.layout)
+    real = positions.real(batch.layout, skip_bos=True)
     masked_injection = align != "all"
     counted = real & ~injected if masked_injection else real
     shape = tuple(batch.tokens.shape)

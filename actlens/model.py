@@ -32,6 +32,7 @@ from transformer_lens.model_bridge.sources import build_bridge_from_module  # no
 from transformers.cache_utils import Cache  # noqa: E402
 
 from actlens import _validation  # noqa: E402
+from actlens.positions import Positions  # noqa: E402
 
 EMBEDDED = "smollm2-135m"
 KNOWN_NAMES = (EMBEDDED, "smollm2-135m-instruct")
@@ -67,20 +68,6 @@ if not getattr(AttentionBridge, "_actlens_kv_patched", False):
 
 # --- per-model state --------------------------------------------------------------------
 @dataclass
-class Positions:
-    """Where the chunk now flowing through a block starts, and the batch's padding.
-
-    ``past`` is the number of positions already in the KV cache (0 without a cache);
-    ``starts``/``lengths`` give each row's first real position and real length in padded
-    coordinates, or ``None`` when unknown (then rows are taken as unpadded).
-    """
-
-    past: int = 0
-    starts: list[int] | None = None
-    lengths: list[int] | None = None
-
-
-@dataclass
 class State:
     name: str
     fast: nn.Module | None  # the un-rewired Hugging Face tree sharing the bridge's weights
@@ -100,6 +87,14 @@ def state(model: TransformerBridge) -> State:
         found = State(name=str(getattr(model.cfg, "model_name", "unknown")), fast=None)
         _attach(model, found)
     return found
+
+
+def padding(model: TransformerBridge, starts: list[int] | None, lengths: list[int] | None):
+    """Tell ``model``'s steering hooks where each row of the coming batch starts and how long it is.
+
+    A context manager (:meth:`actlens.positions.Positions.padded` of the model's state).
+    """
+    return state(model).positions.padded(starts, lengths)
 
 
 def _attach(model: TransformerBridge, st: State) -> None:

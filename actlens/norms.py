@@ -39,7 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation, prompts
+from actlens import _analysis, _validation, positions, prompts
 from actlens.activations import resid_pre
 from actlens.model import check_layer, n_layers, state
 from actlens.vectors import SteeringVector
@@ -85,7 +85,7 @@ def residual_scales(
         with torch.inference_mode():
             for i in range(0, len(rows), batch_size):
                 batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
-                keep = _analysis.real_positions(batch, skip_bos=True)
+                keep = positions.real(batch.layout, skip_bos=True)
                 acts = resid_pre(model, batch.tokens, layers, batch.attention_mask)
                 for layer in layers:
                     found[layer].append(torch.linalg.vector_norm(acts[layer].float(), dim=-1).cpu()[keep])

@@ -10,6 +10,7 @@ import torch
 from transformer_lens import TransformerBridge
 
 from actlens import _validation
+from actlens.positions import Layout, of_batch
 
 
 def bos_id(model: TransformerBridge) -> int | None:
@@ -66,6 +67,11 @@ class Batch:
     attention_mask: torch.Tensor  # [batch, pos]
     starts: list[int]
     lengths: list[int]
+
+    @property
+    def layout(self) -> Layout:
+        """The batch's row layout (:mod:`actlens.positions`)."""
+        return of_batch(self.starts, self.lengths, int(self.tokens.shape[1]))
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> Batch:

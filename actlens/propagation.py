@@ -23,7 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation
+from actlens import _analysis, _validation, positions
 from actlens.kl import masked_mean, run_masked
 from actlens.model import n_layers
 from actlens.types import Align, ShortPrompt
@@ -119,8 +119,8 @@ def propagation(
     coeff = _validation.finite("coeff", coeff)
     add = _analysis.steering_addition(model, vector, coeff, align, position)
     texts, batch = _analysis.encode_texts(model, texts, add, short_prompt)
-    injected = _analysis.injected(add, batch)
-    real = batch.attention_mask.bool()
+    injected = positions.injected(add.placement, batch.layout)
+    real = positions.real(batch.layout, skip_bos=False)
     layers = list(range(n_layers(model)))
     direction = vector.values.float().sum(0)
     if align == "all" and vector.k > 1 and position is not None:

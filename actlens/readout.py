@@ -19,8 +19,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import TransformerBridge
 
-from actlens.intervene import padding
-from actlens.model import fast_tree, forward, state
+from actlens.model import fast_tree, forward, padding, state
 
 
 class _Stop(Exception):

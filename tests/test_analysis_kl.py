@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from actlens import _analysis, kl
+from actlens import _analysis, kl, positions
 from actlens.tiny import tiny_model
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 from actlens.model import hooks_registered
@@ -68,7 +68,7 @@ def test_masking_for_other_alignments(tiny_models):
         assert torch.nonzero(back.injected[i]).flatten().tolist() == list(range(s + n - 3, s + n))
     every = kl.kl_per_token(model, TEXTS, one_row, 2.0, align="all")
     assert not every.masked_injection
-    assert torch.equal(every.counted, _analysis.real_positions(_encoded(model), skip_bos=True))
+    assert torch.equal(every.counted, positions.real(_encoded(model).layout, skip_bos=True))
 
 
 def _encoded(model):

@@ -5,7 +5,7 @@ import torch
 
 import actlens
 from actlens import prompts
-from actlens.intervene import padding
+from actlens.model import padding
 from actlens.model import hooks_registered, forward, hook_name
 
 
