@@ -1,9 +1,10 @@
 """actlens: activation engineering (ActAdd, arXiv 2308.10248) on TransformerLens 4.
 
-The data flow: prompts -> activations -> vectors -> intervene / generation -> analysis.
+The data flow: prompts (raw or chat-templated) -> activations -> vectors -> intervene / generation -> analysis.
 """
 
 from actlens.activations import resid_pre
+from actlens.chat_vectors import chat_actadd_vector, chat_mean_diff_vector
 from actlens.cosine import cosine_across_layers
 from actlens.generation import Generation, PairedGeneration, generate, steered_logits
 from actlens.intervene import steer
@@ -26,6 +27,8 @@ __all__ = [
     "SteeringVector",
     "__version__",
     "actadd_vector",
+    "chat_actadd_vector",
+    "chat_mean_diff_vector",
     "coeff_from_units",
     "cosine_across_layers",
     "forward",

@@ -21,6 +21,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper
 
 from actlens import _validation, prompts
+from actlens import chat as chat_
 from actlens.intervene import Steering, needed_length, steer
 from actlens.model import device_of, fast_tree, forward, padding
 from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
@@ -106,8 +107,12 @@ class PairedGeneration:
 
     def __str__(self) -> str:
         lines = []
+        chat = self.steered.settings.get("chat", False)
         for p, u, s in zip(self.steered.prompts, self.unsteered.completions, self.steered.completions, strict=True):
-            lines += [f"prompt:     {p}", f"unsteered:  {p}{u}", f"steered:    {p}{s}", ""]
+            if chat:  # replies stand alone; the prompt is the user's turn
+                lines += [f"user:       {p}", f"unsteered:  {u}", f"steered:    {s}", ""]
+            else:
+                lines += [f"prompt:     {p}", f"unsteered:  {p}{u}", f"steered:    {p}{s}", ""]
         return "\n".join(lines)
 
 
@@ -146,12 +151,14 @@ def steered_logits(
 
 def generate(
     model: TransformerBridge,
-    prompts_: str | Sequence[str],
+    prompts_: str | Sequence[str] | chat_.Conversation | Sequence[chat_.Conversation],
     *,
     vector: Steering | None = None,
     coeff: float = 1.0,
     align: Align = "front",
     position: int | None = None,
+    chat: bool = False,
+    system: str | None = None,
     max_new_tokens: int = 40,
     seed: int = 0,
     temperature: float = 1.0,
@@ -171,12 +178,25 @@ def generate(
     tokens depend on how prompts are batched (the random stream is shared by the batch);
     greedy tokens do not.
 
+    ``chat=True`` wraps each prompt (a string as a user turn, or a list of ``{"role",
+    "content"}`` messages) in the tokenizer's chat template with the generation prompt
+    (:mod:`actlens.chat`), with ``system`` as the system message; completions are the
+    assistant's reply only, up to its end-of-turn token.
+
     >>> from actlens.tiny import tiny_model
     >>> out = generate(tiny_model(), ["Hello"], max_new_tokens=3, temperature=0)
     >>> len(out.tokens[0]) <= 3
     True
     """
-    texts = _validation.texts("prompts", [prompts_] if isinstance(prompts_, str) else prompts_)
+    if chat:
+        convs = chat_.conversations(prompts_)
+        encoded = [chat_.encode(model, c, system=system) for c in convs]
+        texts = [chat_.reply_display(c) for c in convs]
+    else:
+        if system is not None:
+            raise ValueError("system= is a chat setting; pass chat=True to use it, or put it in the prompt")
+        texts = _validation.texts("prompts", [prompts_] if isinstance(prompts_, str) else prompts_)
+        encoded = [prompts.encode(model, t) for t in texts]
     _validation.positive_int("max_new_tokens", max_new_tokens)
     temperature = _validation.finite("temperature", temperature)
     top_p, freq_penalty = _validation.finite("top_p", top_p), _validation.finite("freq_penalty", freq_penalty)
@@ -187,9 +207,10 @@ def generate(
         raise ValueError("paired=True compares unsteered with steered completions; pass vector=")
     need = needed_length(model, vector, coeff, align=align, position=position)
     settings = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
-                    freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align)
-    rows = [prompts.encode_batch(model, [t], min_length=need, short_prompt=short_prompt,
-                                 max_new_tokens=max_new_tokens) for t in texts]
+                    freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align, chat=chat,
+                    system=system)
+    rows = [prompts.pad_rows(model, [e], [t], min_length=need, short_prompt=short_prompt,
+                             max_new_tokens=max_new_tokens) for e, t in zip(encoded, texts, strict=True)]
     ids = [b.tokens[0].tolist() for b in rows]
 
     def run(steered: bool) -> Generation:

@@ -101,6 +101,22 @@ def encode_batch(
     """
     texts = _validation.texts("prompts", texts)
     rows = [encode(model, t, prepend_bos=prepend_bos) for t in texts]
+    return pad_rows(model, rows, texts, prepend_bos=prepend_bos, min_length=min_length, short_prompt=short_prompt,
+                    max_new_tokens=max_new_tokens)
+
+
+def pad_rows(
+    model: TransformerBridge,
+    rows: list[list[int]],
+    texts: list[str],
+    *,
+    prepend_bos: bool = True,
+    min_length: int = 0,
+    short_prompt: str = "error",
+    max_new_tokens: int = 0,
+) -> Batch:
+    """Left-pad already-encoded rows (e.g. chat-templated, :mod:`actlens.chat`) after the checks of :func:`encode_batch`."""
+    rows = [list(r) for r in rows]
     for text, row in zip(texts, rows, strict=True):
         if len(row) < min_length:
             if short_prompt == "pad":

@@ -51,6 +51,10 @@ class SteeringVector:
     pad_source: str | None = None
     read_position: str | None = None
     notes: str = ""
+    # Chat-formatted vectors (actlens.chat_vectors): absolute token positions read in each plus text, then
+    # each minus text, and a fingerprint of the chat template they were rendered with.
+    read_positions: tuple[tuple[int, ...], ...] = ()
+    chat_template: str | None = None
 
     @property
     def values(self) -> Float[Tensor, "pos d_model"]:
@@ -176,8 +180,8 @@ class SteeringVector:
         meta["model"] = ModelIdentity(**meta["model"])
         for key in ("plus", "minus"):
             meta[key] = tuple(meta[key])
-        for key in ("plus_tokens", "minus_tokens"):
-            meta[key] = tuple(tuple(t) for t in meta[key])
+        for key in ("plus_tokens", "minus_tokens", "read_positions"):
+            meta[key] = tuple(tuple(t) for t in meta.get(key, ()))  # files from before read_positions lack it
         if not torch.isfinite(values).all():
             raise ValueError(f"{path} holds non-finite values")
         return cls(_values=values, **meta)
