@@ -61,8 +61,8 @@ import torch
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _validation
-from actlens.model import identity
+from actlens import _schema, _validation
+from actlens.model import hook_name, identity
 from actlens.vectors import SteeringVector, _base
 
 ARCH = "controlvector"
@@ -270,6 +270,31 @@ def _field(reader, key: str):
     return None if field is None else field.contents()
 
 
+def _provenance(path: Path, text: object) -> tuple[dict | None, set[int] | None]:
+    """The exporting model and the direction numbers recorded by :func:`to_gguf`, checked against
+    its schema (files from other tools have no provenance: ``(None, None)``)."""
+    if text is None:
+        return None, None
+    prov = _schema.Fields(path, PROVENANCE_KEY, _schema.parse_json(path, PROVENANCE_KEY, text))
+    m = _schema.Fields(path, f"{PROVENANCE_KEY}['model']", prov.get("model", lambda v: isinstance(v, dict), "an object"))
+    made_for = {"name": m.text("name"), **{key: m.integer(key, low=1) for key in ("d_model", "n_layers", "d_vocab")}}
+    m.no_others()
+    entries = prov.get("directions", lambda v: isinstance(v, list) and 0 < len(v) <= _schema.MAX_ITEMS,
+                       "a non-empty list of objects")
+    prov.no_others()
+    directions = set()
+    for i, entry in enumerate(entries):
+        e = _schema.Fields(path, f"{PROVENANCE_KEY}['directions'][{i}]", entry)
+        layer = e.integer("layer", high=made_for["n_layers"])
+        if e.integer("direction") != gguf_direction(layer) or e.text("hook_name") != hook_name(layer):
+            raise ValueError(f"{path}: {PROVENANCE_KEY}['directions'][{i}] has direction {entry['direction']} and "
+                             f"hook_name {entry['hook_name']!r}, inconsistent with its layer {layer}")
+        e.text("kind"), e.integer("k", low=1), e.text("reduce", none=True), e.strings("plus"), e.strings("minus")
+        e.no_others()
+        directions.add(entry["direction"])
+    return made_for, directions
+
+
 def from_gguf(path: str | os.PathLike, model: TransformerBridge) -> dict[int, SteeringVector]:
     """Read a llama.cpp / repeng control-vector file as one vector per layer.
 
@@ -315,7 +340,7 @@ def from_gguf(path: str | os.PathLike, model: TransformerBridge) -> dict[int, St
             f"{path} says controlvector.layer_count={layer_count}, more than this model's {target.n_layers} layers; "
             f"it was made for a deeper model than {target.name!r}"
         )
-    made_for = (json.loads(_field(reader, PROVENANCE_KEY) or "{}")).get("model")
+    made_for, prov_directions = _provenance(path, _field(reader, PROVENANCE_KEY))
     if made_for:
         mismatch = ", ".join(
             f"{key} {made_for[key]} vs {getattr(target, key)}" for key in ("d_model", "n_layers", "d_vocab")
@@ -342,6 +367,9 @@ def from_gguf(path: str | os.PathLike, model: TransformerBridge) -> dict[int, St
         rows[int(index)] = np.array(tensor.data, dtype=np.float32)  # copy out of the memory map
     if not rows:
         raise ValueError(f"{path} is a control-vector file without direction.N tensors; nothing to import")
+    if prov_directions is not None and prov_directions != set(rows):
+        raise ValueError(f"{path}: {PROVENANCE_KEY} lists directions {sorted(prov_directions)} but the file holds "
+                         f"direction tensors {sorted(rows)}; the file was edited after export")
     out: dict[int, SteeringVector] = {}
     for direction in sorted(rows):
         row = torch.from_numpy(rows[direction])

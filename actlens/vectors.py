@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _validation, prompts
+from actlens import _schema, _validation, prompts
 from actlens.activations import resid_pre
 from actlens.model import ModelIdentity, check_layer, hook_name, identity
 from actlens.types import ReadPosition
@@ -152,12 +152,13 @@ class SteeringVector:
 
         path = Path(path)
         save_file({"values": self._values.detach().cpu().contiguous()}, path,
-                  metadata={"actlens": json.dumps(self.metadata())})
+                  metadata={"actlens": json.dumps({**self.metadata(), "shape": [self.k, self.d_model]})})
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SteeringVector":
-        """Read a vector written by :meth:`save`; corrupt or foreign files raise ``ValueError``."""
+        """Read a vector written by :meth:`save`; a corrupt, foreign or inconsistent file raises a
+        ``ValueError`` naming the file and the field (see :func:`_fields_from_file`)."""
         from safetensors import SafetensorError, safe_open
 
         path = Path(path)
@@ -166,25 +167,59 @@ class SteeringVector:
         try:
             with safe_open(path, framework="pt") as f:
                 header = f.metadata() or {}
-                values = f.get_tensor("values") if "values" in f.keys() else None
+                names = sorted(f.keys())
+                values = f.get_tensor("values") if names == ["values"] else None
         except (SafetensorError, OSError, ValueError) as err:
             raise ValueError(
                 f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt. "
                 "Re-save the vector with SteeringVector.save"
             ) from err
-        if values is None or "actlens" not in header:
+        if "values" not in names or "actlens" not in header:
             raise ValueError(f"{path} is a safetensors file but not an actlens steering vector (no 'values'/'actlens' entries)")
-        meta = json.loads(header["actlens"])
-        if meta.pop("format", None) != FORMAT:
-            raise ValueError(f"{path} has an unknown format; expected {FORMAT}")
-        meta["model"] = ModelIdentity(**meta["model"])
-        for key in ("plus", "minus"):
-            meta[key] = tuple(meta[key])
-        for key in ("plus_tokens", "minus_tokens", "read_positions"):
-            meta[key] = tuple(tuple(t) for t in meta.get(key, ()))  # files from before read_positions lack it
-        if not torch.isfinite(values).all():
-            raise ValueError(f"{path} holds non-finite values")
-        return cls(_values=values, **meta)
+        if values is None:
+            raise ValueError(f"{path} holds tensors {names}; a steering-vector file holds only 'values'")
+        return cls(_values=values, **_fields_from_file(path, header["actlens"], values))
+
+
+def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
+    """The constructor's fields from a file's JSON metadata, checked against a schema and the values:
+    types (booleans as booleans), required and unknown keys, ``hook_name`` matching ``layer``,
+    a 2-D float ``values`` of shape ``[k, d_model]`` matching the metadata, bounded sizes."""
+    f = _schema.Fields(path, "metadata", _schema.parse_json(path, "metadata 'actlens'", text))
+    if f.get("format", lambda v: v == FORMAT, repr(FORMAT)) != FORMAT:
+        raise ValueError(f"{path} has an unknown format; expected {FORMAT}")
+    m = _schema.Fields(path, "metadata['model']", f.get("model", lambda v: isinstance(v, dict), "an object"))
+    model = ModelIdentity(name=m.text("name"), d_model=m.integer("d_model", low=1), n_layers=m.integer("n_layers", low=1),
+                          d_vocab=m.integer("d_vocab", low=1))
+    m.no_others()
+    layer = f.integer("layer", high=model.n_layers)
+    if f.text("hook_name") != hook_name(layer):
+        raise ValueError(f"{path}: metadata['hook_name'] is {f.obj['hook_name']!r} but layer is {layer}, whose hook "
+                         f"is {hook_name(layer)!r}; the file is inconsistent")
+    out = dict(
+        layer=layer, hook_name=hook_name(layer), kind=f.text("kind"), model=model,
+        compatibility_mode=f.boolean("compatibility_mode"), bos_row=f.boolean("bos_row"),
+        prepend_bos=f.boolean("prepend_bos", default=True), plus=f.strings("plus", default=[]),
+        minus=f.strings("minus", default=[]), plus_tokens=f.int_lists("plus_tokens", model.d_vocab, default=[]),
+        minus_tokens=f.int_lists("minus_tokens", model.d_vocab, default=[]),
+        pad_token_id=f.integer("pad_token_id", high=model.d_vocab, default=None, none=True),
+        pad_source=f.text("pad_source", default=None, none=True),
+        read_position=f.text("read_position", default=None, none=True), notes=f.text("notes", default=""),
+        read_positions=f.int_lists("read_positions", default=[]),  # files from before chat vectors lack it
+        chat_template=f.text("chat_template", default=None, none=True),
+    )
+    shape = f.get("shape", lambda v: isinstance(v, list) and len(v) == 2 and all(_schema.is_int(x) for x in v),
+                  "[k, d_model]", default=None)
+    f.no_others()
+    if values.ndim != 2 or not values.is_floating_point():
+        raise ValueError(f"{path}: 'values' must be a 2-D float tensor [k, d_model], got {values.ndim}-D {values.dtype}")
+    expected = [shape[0] if shape else values.shape[0], model.d_model]
+    if list(values.shape) != expected or not 1 <= values.shape[0] <= _schema.MAX_ITEMS:
+        raise ValueError(f"{path}: 'values' has shape {list(values.shape)} but the metadata says [k, d_model] = "
+                         f"{expected} (metadata['shape'] and metadata['model']['d_model']); the file is inconsistent")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{path}: 'values' holds non-finite values (nan or inf)")
+    return out
 
 
 def _base(model: TransformerBridge, layer: int, values: Tensor, kind: str, **kw) -> SteeringVector:

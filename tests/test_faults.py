@@ -204,3 +204,168 @@ def test_embedded_cache_with_random_bytes_is_rebuilt(tmp_path, monkeypatch, caps
     assert "rebuilding it" in capsys.readouterr().err
     out = actlens.generate(model, "The capital of France is", temperature=0, max_new_tokens=4)
     assert "Paris" in out.completions[0]
+
+
+# --- vector files: content checked, not only format ------------------------------------------
+@pytest.fixture(scope="module")
+def saved_vector(tmp_path_factory):
+    import actlens
+    from actlens.tiny import tiny_model
+
+    model = tiny_model()
+    vector = actlens.actadd_vector(model, "Love", "Hate", layer=2)
+    path = vector.save(tmp_path_factory.mktemp("vec") / "v.safetensors")
+    return vector, path
+
+
+def _rewrite(path: Path, out: Path, edit=None, values=None, extra=None) -> Path:
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta, tensors = json.loads(f.metadata()["actlens"]), {"values": f.get_tensor("values")}
+    if values is not None:
+        tensors["values"] = values
+    tensors.update(extra or {})
+    text = edit(meta) if edit else json.dumps(meta)
+    safetensors.torch.save_file(tensors, out, metadata={"actlens": text if isinstance(text, str) else json.dumps(text)})
+    return out
+
+
+def _set(**kw):
+    return lambda m: {**m, **kw}
+
+
+def _drop(key):
+    return lambda m: {k: v for k, v in m.items() if k != key}
+
+
+BAD_VECTOR_FILES = {
+    # name: (edit of the metadata, replacement values, extra tensors, expected words in the error)
+    "d_model-mismatch": (None, torch.zeros(5, 32), None, r"shape \[5, 32\].*\[5, 64\]"),
+    "one-dimensional": (None, torch.zeros(64), None, "2-D float"),
+    "three-dimensional": (None, torch.zeros(2, 5, 64), None, "2-D float"),
+    "k-mismatch": (_set(shape=[3, 64]), None, None, r"shape \[5, 64\].*\[3, 64\]"),
+    "integer-values": (None, torch.zeros(5, 64, dtype=torch.int32), None, "2-D float"),
+    "hook-name-disagrees": (_set(hook_name="blocks.3.hook_resid_pre"), None, None, "hook_name.*layer is 2"),
+    "layer-out-of-range": (_set(layer=9, hook_name="blocks.9.hook_resid_pre"), None, None, r"\['layer'\].*< 4"),
+    "layer-as-string": (_set(layer="2"), None, None, r"\['layer'\] must be an int"),
+    "bos_row-as-string": (_set(bos_row="no"), None, None, r"\['bos_row'\] must be true or false"),
+    "compat-as-string": (_set(compatibility_mode="false"), None, None, r"\['compatibility_mode'\] must be true"),
+    "unknown-key": (_set(surprise=1), None, None, r"unknown fields \['surprise'\]"),
+    "missing-key": (_drop("kind"), None, None, "lacks the required field 'kind'"),
+    "model-missing-d_model": (lambda m: {**m, "model": {"name": "x", "n_layers": 4, "d_vocab": 100}}, None, None,
+                              r"metadata\['model'\] lacks the required field 'd_model'"),
+    "token-out-of-vocab": (_set(plus_tokens=[[1, 10**9]]), None, None, r"\['plus_tokens'\] must be a list of lists"),
+    "texts-not-strings": (_set(plus=[1]), None, None, r"\['plus'\] must be a list of strings"),
+    "deep-json": (lambda m: {**m, "notes": [[[[[[[[[["x"]]]]]]]]]]}, None, None, "nested deeper"),
+    "very-deep-json": (lambda m: "[" * 100000 + "]" * 100000, None, None, "not valid JSON|nested deeper"),
+    "invalid-json": (lambda m: "{not json", None, None, "not valid JSON"),
+    "metadata-a-list": (lambda m: [m], None, None, "must be a JSON object"),
+    "extra-tensor": (None, None, {"payload": torch.zeros(3)}, r"holds tensors \['payload', 'values'\]"),
+    "nan-values": (None, torch.full((5, 64), float("nan")), None, "non-finite"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VECTOR_FILES))
+def test_bad_vector_file_is_a_value_error_naming_file_and_field(saved_vector, tmp_path, case):
+    from actlens import SteeringVector
+
+    edit, values, extra, words = BAD_VECTOR_FILES[case]
+    bad = _rewrite(saved_vector[1], tmp_path / "bad.safetensors", edit, values, extra)
+    with pytest.raises(ValueError, match=words) as info:
+        SteeringVector.load(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_good_vector_file_round_trips_and_old_files_without_shape_load(saved_vector, tmp_path):
+    from actlens import SteeringVector
+
+    vector, path = saved_vector
+    assert SteeringVector.load(path) == vector
+    assert SteeringVector.load(_rewrite(path, tmp_path / "old.safetensors", _drop("shape"))) == vector
+
+
+def _control_vector(path: Path, provenance: str | None, directions=(1,), d_model=64) -> Path:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, "controlvector")
+    writer.add_uint32("controlvector.layer_count", 3)
+    if provenance is not None:
+        writer.add_string("actlens.provenance", provenance)
+    for d in directions:
+        writer.add_tensor(f"direction.{d}", np.ones(d_model, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _provenance(**change):
+    import json
+
+    entry = {"direction": 1, "layer": 2, "hook_name": "blocks.2.hook_resid_pre", "kind": "actadd", "k": 1,
+             "reduce": None, "plus": ["Love"], "minus": ["Hate"]}
+    prov = {"model": {"name": "tiny", "d_model": 64, "n_layers": 4, "d_vocab": 259}, "directions": [entry]}
+    for key, value in change.items():
+        if key.startswith("entry_"):
+            entry[key[6:]] = value
+        else:
+            prov[key] = value
+    return json.dumps(prov)
+
+
+BAD_PROVENANCE = {
+    "invalid-json": ("{oops", "not valid JSON"),
+    "a-list": ("[1, 2]", "must be a JSON object"),
+    "deep": ("[" * 5000 + "]" * 5000, "nested deeper|not valid JSON"),
+    "model-not-object": (_provenance(model="tiny"), r"\['model'\] must be an object"),
+    "d_model-string": (_provenance(model={"name": "t", "d_model": "64", "n_layers": 4, "d_vocab": 259}),
+                       r"\['d_model'\] must be an int"),
+    "unknown-key": (_provenance(extra=1), r"unknown fields \['extra'\]"),
+    "hook-name-disagrees": (_provenance(entry_hook_name="blocks.3.hook_resid_pre"), "inconsistent with its layer"),
+    "directions-differ": (_provenance(entry_direction=2, entry_layer=3, entry_hook_name="blocks.3.hook_resid_pre"),
+                          r"lists directions \[2\] but the file holds direction tensors \[1\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PROVENANCE))
+def test_bad_gguf_provenance_is_a_value_error_naming_file_and_field(tmp_path, case):
+    from actlens.interchange import from_gguf
+    from actlens.tiny import tiny_model
+
+    text, words = BAD_PROVENANCE[case]
+    path = _control_vector(tmp_path / "cv.gguf", text)
+    with pytest.raises(ValueError, match=words) as info:
+        from_gguf(path, tiny_model())
+    assert str(path) in str(info.value) and "actlens.provenance" in str(info.value)
+
+
+def test_gguf_with_valid_or_without_provenance_imports(tmp_path):
+    from actlens.interchange import from_gguf
+    from actlens.tiny import tiny_model
+
+    model = tiny_model()
+    assert list(from_gguf(_control_vector(tmp_path / "a.gguf", _provenance()), model)) == [2]
+    assert list(from_gguf(_control_vector(tmp_path / "b.gguf", None), model)) == [2]
+
+
+@pytest.mark.parametrize("obj, words", [
+    ({"1": torch.ones(64), "x": torch.ones(64)}, "keys are not all layer numbers"),
+    ({1: torch.ones(64, dtype=torch.int64)}, "expected a float tensor"),
+    ({1: [1.0] * 64}, "expected a float tensor"),
+    ({1: torch.ones(2, 64)}, r"shape \(2, 64\)"),
+    ({1: torch.ones(32)}, r"shape \(32,\)"),
+], ids=["bad-key", "int-tensor", "list", "two-rows", "short"])
+def test_bad_pt_import_is_a_value_error_naming_the_file(tmp_path, obj, words):
+    from actlens.interchange import from_pt
+    from actlens.tiny import tiny_model
+
+    path = tmp_path / "v.pt"
+    torch.save(obj, path)
+    with pytest.raises(ValueError, match=words) as info:
+        from_pt(path, tiny_model(), layer=1)
+    assert str(path) in str(info.value) or "v.pt" in str(info.value)
