@@ -9,9 +9,9 @@ library versions, git commit, a sha256 of the data file and the PNG status; ``RE
 what each figure shows, with the measured numbers.
 
 ``--smoke`` runs every figure on tiny settings for CI: by default on a tiny random-weight Llama
-(``--model tiny``), so it needs neither the embedded model nor much time; PNGs are skipped
-(and recorded so) when no browser is found. Without ``--smoke`` a missing browser is an error,
-raised before any computation. Sampling sweeps append each finished batch to their
+(``--model tiny``), so it needs neither the embedded model nor much time. Without a browser
+(or kaleido) PNGs are skipped and recorded so in the manifest, one line says how to get them
+(``apt-get install chromium``), and HTML and CSV are written as usual. Sampling sweeps append each finished batch to their
 ``.completions.jsonl`` file: an interrupted run keeps every finished row, and running the same
 command again resumes. ``--estimate`` runs one batch of each sampling sweep (kept for the real
 run), runs the cheap figures in full, and prints the projected time of the rest.
@@ -22,9 +22,11 @@ import datetime
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -82,26 +84,62 @@ def selected(only: list[str] | None) -> list[str]:
     return [x for x in JOBS if x in wanted]
 
 
-def png_problem() -> str | None:
-    """None when PNG export works (kaleido + a browser), else why not. Starts kaleido's browser once."""
+INSTALL_BROWSER = "apt-get install chromium"
+PNG_TIMEOUT_S = 120.0  # a first browser start on a busy 2-core machine took ~10 s
+
+
+def find_browser() -> str | None:
+    """The Chromium kaleido would drive, or None: choreographer's own search (``BROWSER_PATH``,
+    ``PATH``, the usual install paths), without starting anything or downloading a browser."""
+    from choreographer.browsers import Chromium  # kaleido 1.x's browser driver, installed with it
+
+    path = Chromium.find_browser(skip_local=False)
+    return str(path) if path and os.access(path, os.X_OK) else None
+
+
+def png_problem(timeout: float = PNG_TIMEOUT_S) -> str | None:
+    """None when PNG export works (kaleido + a browser), else why not, in one line.
+
+    Looks for the browser before starting kaleido: kaleido's sync server starts its browser in
+    a thread, and when that fails the thread dies and every later export waits forever. The
+    probe export is bounded by ``timeout`` seconds for the same reason.
+    """
     try:
         import kaleido
     except ImportError:
-        return "kaleido is not installed (pip install 'kaleido==1.5.0')"
-    try:
-        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-        kaleido.start_sync_server(silence_warnings=True)
-    except Exception as err:  # kaleido raises several types when no browser is found
-        if "already" not in str(err).lower():
-            return f"kaleido cannot start a browser ({type(err).__name__}: {err})"
-    try:
-        import plotly.graph_objects as go
+        return "kaleido is not installed (pip install 'kaleido>=1.5,<2')"
+    if find_browser() is None:
+        return f"no Chromium found for kaleido; `{INSTALL_BROWSER}` gives PNGs"
+    outcome: list[str | None] = []
 
-        go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).to_image(format="png", width=40, height=40)
-    except Exception as err:
-        return (f"PNG export failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                "install Chromium (apt-get install -y chromium)")
-    return None
+    def probe() -> None:
+        try:
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            kaleido.start_sync_server(silence_warnings=True)
+            import plotly.graph_objects as go
+
+            go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).to_image(format="png", width=40, height=40)
+            outcome.append(None)
+        except Exception as err:  # kaleido raises several types when the browser does not run
+            first = str(err).splitlines()[0] if str(err) else ""
+            outcome.append(f"PNG export failed ({type(err).__name__}: {first}); `{INSTALL_BROWSER}` gives PNGs")
+
+    thread = threading.Thread(target=probe, daemon=True, name="actlens-png-probe")
+    thread.start()
+    thread.join(timeout)
+    if outcome:
+        if outcome[0] is not None:
+            _stop_kaleido(kaleido)
+        return outcome[0]
+    # the browser thread died or hangs: never export through it (the daemon thread is left behind)
+    return f"PNG export did not finish within {timeout:.0f} s (is the browser working?); `{INSTALL_BROWSER}` gives PNGs"
+
+
+def _stop_kaleido(kaleido) -> None:
+    try:
+        kaleido.stop_sync_server(silence_warnings=True)
+    except Exception:  # a server whose thread already died: nothing left to stop
+        pass
 
 
 def load(name: str | None, smoke: bool):
@@ -204,16 +242,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, ids: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    png = png_problem()
-    if png is not None and not args.smoke and not args.estimate:
-        print(f"actlens figures: error: static PNGs are required outside --smoke, but {png}. Install Chromium "
-              "(apt-get install -y chromium) and kaleido, or run with --smoke.", file=sys.stderr)
-        return 2
     try:
         model, name = load(args.model, args.smoke)
     except (ValueError, TypeError, FileNotFoundError, OSError) as err:
         print(f"actlens figures: error: cannot load model {args.model!r}: {err}", file=sys.stderr)
         return 2
+    png = png_problem()
+    if png is not None:  # one line, before any computation; HTML and CSV are still written
+        print(f"actlens figures: no PNGs: {png}", file=sys.stderr, flush=True)
     from actlens.figure_jobs import Job
 
     job = Job(model=model, smoke=args.smoke, out=out, samples=args.samples, max_new_tokens=args.max_new_tokens,
