@@ -22,9 +22,12 @@ def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--n", type=int, default=1, help="completions per prompt (seeds seed..seed+n-1)")
     p.add_argument("--max-new-tokens", type=int, default=s.max_new_tokens)
     p.add_argument("--save", default=None, help="write the vector here (.safetensors)")
+    p.add_argument("--chat", action="store_true",
+                   help="prompts are user turns, wrapped in the model's chat template; print the assistant's replies")
     if demo:
         p.add_argument("--measure", action="store_true",
-                       help="measure VADER sentiment of the candidate settings (24 prompts x 3 seeds, random control)")
+                       help="measure VADER sentiment of the candidate settings (24 prompts x 3 seeds, random control); "
+                            "with --chat: the demo vector, raw-text and chat-formatted, per phase, in chat mode")
         p.add_argument("--measure-out", default=None, help="with --measure: write every completion here (JSON)")
 
 

@@ -61,6 +61,28 @@ EVAL_PROMPTS = [
     "I talked to my friend and", "The concert last night was", "After the long week, I feel", "My car is",
 ]
 
+# Chat mode: neutral user turns for the chat measurement (`actlens demo --measure --chat`).
+CHAT_TURNS = [
+    "Tell me about your weekend.", "What do you think of my neighbour?", "Describe the weather today.",
+    "What should I cook for dinner?", "Tell me about my new job.", "What do you think of the city I live in?",
+    "Describe a typical Monday morning.", "What is your opinion of public transport?",
+    "Tell me about the book you are reading.", "How was the meeting at work?", "Describe the house next door.",
+    "What do you think of my car?", "Tell me about your family.", "How do you feel about the news today?",
+    "Describe the food at the restaurant.", "What do you think of homework?", "Tell me about the train journey.",
+    "Describe your morning routine.", "What do you think of the new shopping centre?",
+    "How was the concert last night?", "Tell me about the hotel.", "What do you think of my haircut?",
+    "Describe the office where you work.", "What is it like to wait at the doctor's?",
+]
+
+# The demo's sentiment pairs as contrasting assistant answers to one user turn each (CAA's construction).
+CHAT_QUESTIONS = [
+    "What do you think of this?", "How was your day?", "What do you think of me?", "How was the restaurant?",
+    "How do you feel about your friends?", "What did you think of the film?", "How was the party?",
+    "What is she like?", "How do you feel right now?", "Here is the report you asked for.", "How was the trip?",
+    "How do you feel about the project?",
+]
+CHAT_SENTIMENT = [(q, pos, neg) for q, (pos, neg) in zip(CHAT_QUESTIONS, SENTIMENT_PAIRS, strict=True)]
+
 # Chosen by `actlens demo --measure` (README: "Does the demo steer?").
 DEMO = Settings(kind="mean_diff", layer=12, coeff=4.0, align="all")
 
@@ -88,15 +110,17 @@ def run(args: argparse.Namespace) -> int:
     position = 1 if align == "all" and args.kind == "actadd" else None
     s = Settings(kind=args.kind, layer=args.layer, coeff=args.coeff, align=align, position=position,
                  plus=args.plus, minus=args.minus, max_new_tokens=args.max_new_tokens)
-    prompts = args.prompt or [DEMO.prompt]
+    chat = getattr(args, "chat", False)
+    prompts = args.prompt or [CHAT_TURNS[0] if chat else DEMO.prompt]
     model = load_model(args.model)
     vector = make_vector(model, s)
     if args.save:
         print(f"saved {vector!r} to {vector.save(args.save)}")
-    print(f"# {args.model}: {s.label}; sampling T=1, top_p=0.3, freq_penalty=1\n")
+    mode = "; chat template" if chat else ""
+    print(f"# {args.model}: {s.label}{mode}; sampling T=1, top_p=0.3, freq_penalty=1\n")
     for seed in range(args.seed, args.seed + args.n):
         out = generation.generate(model, prompts, vector=vector, coeff=s.coeff, align=s.align, position=s.position,
-                                  max_new_tokens=s.max_new_tokens, seed=seed, paired=True)
+                                  max_new_tokens=s.max_new_tokens, seed=seed, paired=True, chat=chat)
         print(f"## seed {seed}\n{out}")
     return 0
 
@@ -145,9 +169,49 @@ def summarise(frame):
     return pd.DataFrame(out)
 
 
+def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int = 40,
+                 phases=("both", "generation", "prompt"), settings: Settings = DEMO):
+    """The demo's settings in chat mode: raw-text and chat-formatted vectors, per phase, with random controls.
+
+    Same rows as :func:`measure` (``summarise`` reads it); prompts are user turns rendered with the
+    chat template and completions are the assistant's replies.
+    """
+    import pandas as pd
+
+    from actlens.chat_vectors import chat_mean_diff_vector
+
+    rows = []
+    s = settings
+
+    def add(condition: str, vector: SteeringVector | None, phase: str | None):
+        for seed in seeds:
+            kw = dict(max_new_tokens=max_new_tokens, seed=seed, chat=True)
+            if vector is not None:
+                kw |= dict(vector=vector, coeff=s.coeff, align=s.align, phase=phase)
+            out = generation.generate(model, list(turns), **kw)
+            for p, text, score in zip(turns, out.completions, metrics.sentiment(out.completions), strict=True):
+                rows.append(dict(condition=condition, prompt=p, seed=seed, completion=text, sentiment=score,
+                                 settings=None if vector is None else asdict(s) | dict(
+                                     phase=phase, vector=vector.kind, chat_template=vector.chat_template,
+                                     norm=float(vector.norms()[0]))))
+
+    add("unsteered", None, None)
+    vectors = {"raw-text mean-diff": mean_diff_vector(model, SENTIMENT_PAIRS, s.layer),
+               "chat mean-diff": chat_mean_diff_vector(model, CHAT_SENTIMENT, s.layer)}
+    for name, v in vectors.items():
+        for phase in phases:
+            add(f"{name} L{s.layer} c{s.coeff:g}, phase {phase}", v, phase)
+            add(f"{name} L{s.layer} c{s.coeff:g}, phase {phase} [random]", random_like(v, seed=0), phase)
+    return pd.DataFrame(rows)
+
+
 def _print_measurement(args) -> int:
     model = load_model(args.model)
-    frame = measure(model, seeds=tuple(range(args.seed, args.seed + 3)), max_new_tokens=args.max_new_tokens)
+    seeds = tuple(range(args.seed, args.seed + 3))
+    if getattr(args, "chat", False):
+        frame = measure_chat(model, seeds=seeds, max_new_tokens=args.max_new_tokens)
+    else:
+        frame = measure(model, seeds=seeds, max_new_tokens=args.max_new_tokens)
     table = summarise(frame)
     print(markdown(table))
     if args.measure_out:

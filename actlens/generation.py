@@ -24,7 +24,7 @@ from actlens import _validation, prompts
 from actlens import chat as chat_
 from actlens.intervene import Steering, needed_length, steer
 from actlens.model import device_of, fast_tree, forward, padding
-from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
+from actlens.types import SHORT_PROMPTS, Align, Phase, ShortPrompt
 from actlens.vectors import SteeringVector
 
 
@@ -116,10 +116,10 @@ class PairedGeneration:
         return "\n".join(lines)
 
 
-def _steered(model, vector, coeff, align, position):
+def _steered(model, vector, coeff, align, position, scope):
     if vector is None:
         return contextlib.nullcontext()
-    return steer(model, vector, coeff, align=align, position=position)
+    return steer(model, vector, coeff, align=align, position=position, **scope)
 
 
 
@@ -131,6 +131,9 @@ def steered_logits(
     *,
     align: Align = "front",
     position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
     short_prompt: ShortPrompt = "error",
 ) -> tuple[Float[Tensor, "batch pos d_vocab"], prompts.Batch]:
     """Logits of a left-padded batch of texts, steered or not, and the batch itself.
@@ -141,10 +144,11 @@ def steered_logits(
     True
     """
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
-    need = needed_length(model, vector, coeff, align=align, position=position)
+    scope = dict(phase=phase, span=span, include_bos=include_bos)
+    need = needed_length(model, vector, coeff, align=align, position=position, **scope)
     batch = prompts.encode_batch(model, list([texts] if isinstance(texts, str) else texts),
                                  min_length=need, short_prompt=short_prompt)
-    with torch.inference_mode(), padding(model, batch.starts, batch.lengths), _steered(model, vector, coeff, align, position):
+    with torch.inference_mode(), padding(model, batch.starts, batch.lengths), _steered(model, vector, coeff, align, position, scope):
         logits = forward(model, batch.tokens, batch.attention_mask)
     return logits, batch
 
@@ -157,6 +161,9 @@ def generate(
     coeff: float = 1.0,
     align: Align = "front",
     position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
     chat: bool = False,
     system: str | None = None,
     max_new_tokens: int = 40,
@@ -177,6 +184,9 @@ def generate(
     paired run draws its unsteered and steered completions from the same seed. Sampled
     tokens depend on how prompts are batched (the random stream is shared by the batch);
     greedy tokens do not.
+
+    ``phase``, ``span`` and ``include_bos`` choose which tokens ``align="all"`` steers (see
+    :func:`actlens.steer`): ``phase="generation"`` leaves the prompt unsteered.
 
     ``chat=True`` wraps each prompt (a string as a user turn, or a list of ``{"role",
     "content"}`` messages) in the tokenizer's chat template with the generation prompt
@@ -205,10 +215,11 @@ def generate(
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
     if paired and vector is None:
         raise ValueError("paired=True compares unsteered with steered completions; pass vector=")
-    need = needed_length(model, vector, coeff, align=align, position=position)
+    scope = dict(phase=phase, span=span, include_bos=include_bos)
+    need = needed_length(model, vector, coeff, align=align, position=position, **scope)
     settings = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
                     freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align, chat=chat,
-                    system=system)
+                    system=system, **scope)
     rows = [prompts.pad_rows(model, [e], [t], min_length=need, short_prompt=short_prompt,
                              max_new_tokens=max_new_tokens) for e, t in zip(encoded, texts, strict=True)]
     ids = [b.tokens[0].tolist() for b in rows]
@@ -220,7 +231,7 @@ def generate(
             torch.manual_seed(seed)
             for i in range(0, len(ids), size):
                 chunk = prompts.left_pad(ids[i:i + size], prompts.pad_token_id(model))
-                with _steered(model, vector if steered else None, coeff, align, position):
+                with _steered(model, vector if steered else None, coeff, align, position, scope):
                     out += _decode(model, chunk, max_new_tokens, temperature, top_p, freq_penalty,
                                    use_cache, stop_at_eos)
         completions = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]

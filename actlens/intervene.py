@@ -23,8 +23,8 @@ from transformer_lens import TransformerBridge
 
 from actlens import _validation
 from actlens.model import check_layer, hook_name, state
-from actlens.positions import NOWHERE, Placement, Positions, Tracker, injected, window_index
-from actlens.types import ALIGNS, Align
+from actlens.positions import NOWHERE, Placement, Positions, Scope, Tracker, injected, window_index
+from actlens.types import ALIGNS, Align, Phase
 from actlens.vectors import SteeringVector
 
 
@@ -59,6 +59,7 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
     tracker = Tracker(positions)
     # addition index -> (layout rows, first position per row, (lowest, highest) first position of the rows it applies to)
     firsts: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
+    ends: dict[int, int] = {}  # addition index -> the last prompt's end (past it, a chunk is all generated tokens)
     n_rows = None if rows is None else len(rows[0])
 
     def hook(resid: Tensor, *, hook) -> Tensor:
@@ -83,9 +84,14 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                 first = where.first(layout, None if rows is None else rows[i])
                 used = [f for f in first if f != NOWHERE]
                 firsts[i] = (rows_key, first, (min(used, default=NOWHERE), max(used, default=NOWHERE)))
+                ends[i] = max(s + n for s, n in zip(layout.starts, layout.lengths, strict=True))
             _, first, (lowest, highest) = firsts[i]
             if where.align == "all":
-                if past >= highest:  # every position of every row (a decode step)
+                if past + seq <= lowest:
+                    continue  # before every row's first steered position (e.g. the prompt, phase="generation")
+                if past >= ends[i]:  # generated tokens of every row only (a decode step)
+                    if where.scope.phase == "prompt":
+                        continue
                     part = delta[0]
                 else:
                     part = injected(where, layout, resid.device, first=first)[..., None].to(resid.dtype) * delta[0]
@@ -112,9 +118,13 @@ def additions(
     *,
     align: Align = "front",
     position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
 ) -> dict[int, list[Addition]]:
     """Validate a steering request and group it by layer; raises before anything changes."""
     _validation.choice("align", align, ALIGNS)
+    scope = Scope(phase, span, include_bos)
     pairs = [(vector, coeff)] if isinstance(vector, SteeringVector) else list(vector)
     if not pairs:
         raise ValueError("no steering vectors given; pass a SteeringVector or a list of (vector, coeff) pairs")
@@ -134,19 +144,22 @@ def additions(
                 )
             vec = vec.at_position(position)
         values = vec.values.float() * c
-        where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos)
+        where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
         grouped.setdefault(vec.layer, []).append(Addition(values, where))
     return grouped
 
 
 def needed_length(
     model: TransformerBridge, vector: Steering | None, coeff: float = 1.0, *, align: Align = "front",
-    position: int | None = None,
+    position: int | None = None, **scope,
 ) -> int:
-    """Prompt positions (BOS included) a steering request needs; validates the request too."""
+    """Prompt positions (BOS included) a steering request needs; validates the request too.
+
+    ``scope``: ``phase``, ``span``, ``include_bos`` as in :func:`steer`.
+    """
     if vector is None:
         return 1
-    grouped = additions(model, vector, coeff, align=align, position=position)
+    grouped = additions(model, vector, coeff, align=align, position=position, **scope)
     return max(a.placement.min_length for adds in grouped.values() for a in adds)
 
 
@@ -158,6 +171,9 @@ def steer(
     *,
     align: Align = "front",
     position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
 ) -> Iterator[TransformerBridge]:
     """Add ``coeff * vector`` to ``blocks.{vector.layer}.hook_resid_pre`` inside the block.
 
@@ -168,6 +184,18 @@ def steer(
             ``[a, a+k)`` of each prompt (front: a = 0 for ActAdd vectors, whose row 0 is BOS);
             ``"all"`` adds one vector at every position after BOS and at every generated token.
         position: which row of a multi-position vector ``align="all"`` uses.
+        phase: for ``align="all"``: ``"both"`` (prompt and generated tokens), ``"prompt"``, or
+            ``"generation"`` (generated tokens only: the prompt, and so the first new token's
+            distribution, is unsteered). Positional alignments live in the prompt:
+            ``"generation"`` is an error for them.
+        span: for ``align="all"``: ``(start, stop)``, steer only prompt positions
+            ``[start, stop)`` of each row (BOS = 0; negative ``stop`` from the prompt's end,
+            ``None`` to it); e.g. :func:`actlens.chat.user_span` gives the user's turn.
+        include_bos: for ``align="all"``: add at BOS too, as llama.cpp control vectors do.
+
+    Generated tokens are known as such inside :func:`actlens.generate` (cached or not) and
+    in KV-cached decoding; an uncached loop of your own recomputes the whole sequence, which
+    the hooks see as one longer prompt.
 
     Padded batches: run them through :func:`actlens.forward` / :func:`actlens.generate`,
     which tell the hooks where each row starts. A plain ``model(tokens)`` inside the block is
@@ -182,7 +210,8 @@ def steer(
     >>> logits.shape[-1] == model.cfg.d_vocab
     True
     """
-    grouped = additions(model, vector, coeff, align=align, position=position)
+    grouped = additions(model, vector, coeff, align=align, position=position, phase=phase, span=span,
+                        include_bos=include_bos)
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
     hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
     with model.hooks(fwd_hooks=hooks):

@@ -17,10 +17,10 @@ boolean mask built from a few terms:
 
 Steering hooks (:mod:`actlens.intervene`, :mod:`actlens.batched`), the projection hook of
 :mod:`actlens.ablation`, the analyses and :mod:`actlens.evaluate` all take their positions
-from these functions. Scoping terms still to come — ``phase="prompt"|"generation"|"both"``
-(``absolute < start + length`` or ``>=``), a prompt span ``[start + i, start + j)`` and
-``include_bos`` (``absolute == start``) — are further terms ANDed into :func:`injected` (and
-the window check of :meth:`Placement.window`); the layout already carries what they need.
+from these functions. A :class:`Scope` (``phase="both"|"prompt"|"generation"``, a prompt
+``span`` and ``include_bos``) narrows ``align="all"``: further terms of :func:`injected`
+(``absolute < start + length`` for the prompt, ``>=`` for generated tokens, the span's
+bounds per row) and of :meth:`Placement.first`.
 """
 
 import contextlib
@@ -30,6 +30,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+
+from actlens import _validation
+from actlens.types import PHASES
 
 NOWHERE = -(2**40)  # window start of a row a vector does not apply to: no position falls inside
 
@@ -112,13 +115,96 @@ class Tracker:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """Which positions all-position steering reaches: a phase, a span of the prompt, and BOS.
+
+    ``phase``: ``"both"`` (prompt and generated tokens), ``"prompt"`` or ``"generation"``.
+    ``span=(start, stop)``: prompt positions ``[start, stop)`` only (BOS = 0; slice rules: a
+    negative ``stop`` counts from the prompt's end, ``None`` runs to it), per row, so one span
+    serves a batch of prompts that share a head and a tail (e.g. :func:`actlens.chat.user_span`);
+    generated tokens still follow ``phase``. ``include_bos=True`` adds at BOS too (llama.cpp's
+    control vectors do); by default BOS, an attention sink in most models, is left alone.
+
+    >>> Scope(span=(2, -1)).prompt_range(6)
+    (2, 5)
+    >>> Scope("generation").prompt_range(6)
+    (6, 6)
+    """
+
+    phase: str = "both"
+    span: tuple[int, int | None] | None = None
+    include_bos: bool = False
+
+    def __post_init__(self) -> None:
+        _validation.choice("phase", self.phase, PHASES)
+        if not isinstance(self.include_bos, bool):
+            raise TypeError(f"include_bos must be True or False, got {self.include_bos!r}")
+        if self.phase == "generation" and (self.span is not None or self.include_bos):
+            raise ValueError("phase='generation' steers generated tokens only, so span= and include_bos=True (which "
+                             "choose prompt positions) would do nothing; use phase='both' or 'prompt' with them")
+        if self.span is None:
+            return
+        span = self.span
+        if (not isinstance(span, tuple | list) or len(span) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in (span[0],))
+                or not (span[1] is None or (isinstance(span[1], int) and not isinstance(span[1], bool)))):
+            raise TypeError(f"span must be (start, stop) with an int start and an int or None stop, got {span!r}")
+        start, stop = span
+        if start < 0:
+            raise ValueError(f"span start must be >= 0 (BOS = 0), got {start}; a negative start is not supported")
+        if start == 0 and not self.include_bos:
+            raise ValueError("span starts at 0, which is BOS; start it at 1, or pass include_bos=True to steer BOS too")
+        if stop is not None and 0 <= stop <= start:
+            raise ValueError(f"span {tuple(span)} is empty; stop must be greater than start (or negative, from the end)")
+        object.__setattr__(self, "span", (start, stop))
+
+    @property
+    def default(self) -> bool:
+        return self.phase == "both" and self.span is None and not self.include_bos
+
+    def prompt_range(self, length: int, prepend_bos: bool = True) -> tuple[int, int]:
+        """Steered prompt positions ``[lo, hi)`` of a prompt of ``length`` tokens (BOS = 0)."""
+        if self.phase == "generation":
+            return length, length
+        lo = 0 if self.include_bos or not prepend_bos else 1
+        if self.span is None:
+            return lo, length
+        start, stop = self.span
+        hi = length if stop is None else stop if stop >= 0 else length + stop
+        if not start < hi <= length:
+            raise ValueError(f"span {self.span} is outside a prompt of {length} tokens (BOS included): it covers "
+                             f"[{start}, {hi}); pass a span inside every prompt, e.g. (1, {length})")
+        return start, hi
+
+
+@dataclass(frozen=True)
 class Placement:
-    """Where a vector of ``k`` positions goes in a prompt: its alignment and whether row 0 is BOS's."""
+    """Where a vector of ``k`` positions goes: its alignment, whether row 0 is BOS's, and its :class:`Scope`.
+
+    Positional alignments (front/mid/back) live in the prompt, so their scope is phase
+    ``"both"`` or ``"prompt"`` (the same thing for them) without span or BOS options.
+    """
 
     align: str
     k: int
     bos_row: bool
     prepend_bos: bool
+    scope: Scope = Scope()
+
+    def __post_init__(self) -> None:
+        scope = self.scope
+        if self.align == "all" or scope.default or (scope.phase == "prompt" and scope.span is None
+                                                    and not scope.include_bos):
+            return
+        if scope.phase == "generation":
+            raise ValueError(
+                f"align={self.align!r} places the vector's {self.k} rows on prompt positions, and phase='generation' "
+                "steers generated tokens only, so nothing would be added (generated tokens already see a "
+                "positional addition through attention). Use phase='both', or align='all' (with position=i for "
+                "an ActAdd vector) to add at generated tokens"
+            )
+        raise ValueError(f"span= and include_bos= choose positions for align='all'; align={self.align!r} already "
+                         "has its window (and an ActAdd vector's row 0 is BOS's); drop them or use align='all'")
 
     @property
     def min_length(self) -> int:
@@ -156,7 +242,8 @@ class Placement:
         """Per row, the first absolute position the vector touches (:data:`NOWHERE` where ``use`` is False)."""
         use = [True] * layout.batch if use is None else use
         if self.align == "all":
-            return [s + int(self.prepend_bos) if u else NOWHERE for s, u in zip(layout.starts, use, strict=True)]
+            return [s + self.scope.prompt_range(n, self.prepend_bos)[0] if u else NOWHERE
+                    for s, n, u in zip(layout.starts, layout.lengths, use, strict=True)]
         return [self.window(s, n) if u else NOWHERE
                 for s, n, u in zip(layout.starts, layout.lengths, use, strict=True)]
 
@@ -193,7 +280,17 @@ def injected(
     """
     first = placement.first(layout) if first is None else first
     if placement.align == "all":
-        return layout.absolute(device)[None] >= layout.per_row(first, device)
+        at = layout.absolute(device)[None]
+        mask = at >= layout.per_row(first, device)
+        scope = placement.scope
+        if scope.span is not None or scope.phase == "prompt":  # cut the prompt at the span's stop / its end
+            ends = [s + n for s, n in zip(layout.starts, layout.lengths, strict=True)]
+            stops = [s + scope.prompt_range(n, placement.prepend_bos)[1]
+                     for s, n in zip(layout.starts, layout.lengths, strict=True)]
+            generated = at >= layout.per_row(ends, device)
+            in_prompt = at < layout.per_row(stops, device)
+            mask &= in_prompt | generated if scope.phase == "both" else in_prompt
+        return mask
     return window_index(placement, first, layout, device)[1]
 
 
@@ -206,5 +303,5 @@ def injected_at(placement: Placement, length: int) -> list[int]:
     return injected(placement, of_batch([0], [length], length))[0].nonzero().flatten().tolist()
 
 
-__all__ = ["Layout", "Placement", "Positions", "Tracker", "injected", "injected_at", "of_batch", "real",
+__all__ = ["Layout", "Placement", "Positions", "Scope", "Tracker", "injected", "injected_at", "of_batch", "real",
            "window_index"]

@@ -32,3 +32,9 @@ SHORT_PROMPTS: tuple[str, ...] = get_args(ShortPrompt)
 ReadPosition = Literal["last", "mean"]
 """Which position a mean-difference vector reads: the last real token, or the
 mean over the real tokens after BOS. An ``int`` index is accepted too."""
+
+Phase = Literal["both", "prompt", "generation"]
+"""Which tokens all-position steering (``align="all"``) reaches: prompt and generated
+tokens (``both``, the default), the prompt only, or generated tokens only (then the prompt,
+and so the first new token's distribution, is unsteered)."""
+PHASES: tuple[str, ...] = get_args(Phase)

@@ -1,0 +1,105 @@
+"""Phase, span and BOS scoping of all-position steering (actlens.positions.Scope)."""
+
+import pytest
+import torch
+
+import actlens
+from actlens import chat, positions
+from actlens.positions import Placement, Scope, of_batch
+
+PROMPTS = ["I think that you are", "Hello there, my good friend", "Why"]
+SCOPES = [dict(phase="both"), dict(phase="prompt"), dict(phase="generation"), dict(include_bos=True),
+          dict(span=(2, None)), dict(span=(1, -1), phase="prompt"), dict(span=(0, 2), include_bos=True)]
+
+
+def _greedy(model, texts, **kw):
+    return actlens.generate(model, texts, temperature=0, max_new_tokens=6, stop_at_eos=False, **kw).tokens
+
+
+def _vec(model):
+    return actlens.mean_diff_vector(model, [("I love it", "I hate it"), ("Great", "Awful")], layer=2)
+
+
+@pytest.mark.parametrize("scope", SCOPES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_cached_uncached_and_batched_agree_for_every_scope(tiny, scope):
+    kw = dict(vector=_vec(tiny), coeff=8.0, align="all", **scope)
+    cached = _greedy(tiny, PROMPTS, **kw)
+    assert cached == _greedy(tiny, PROMPTS, use_cache=False, **kw)
+    assert cached == [_greedy(tiny, [p], **kw)[0] for p in PROMPTS]
+    assert cached != _greedy(tiny, PROMPTS)  # and it steered
+
+
+def test_phases_differ_and_generation_leaves_the_first_token_alone(tiny):
+    kw = dict(vector=_vec(tiny), coeff=8.0, align="all")
+    base, gen, prompt, both = (_greedy(tiny, PROMPTS, **kw | dict(phase=p)) if p else _greedy(tiny, PROMPTS)
+                               for p in (None, "generation", "prompt", "both"))
+    assert [g[0] for g in gen] == [b[0] for b in base]  # the prompt, so the first new token, is unsteered
+    assert [p[0] for p in prompt] == [b[0] for b in both]  # the first token sees only the prompt
+    assert len({str(gen), str(prompt), str(both)}) == 3
+
+
+def test_steered_logits_by_scope(tiny):
+    v = _vec(tiny)
+    base, batch = actlens.steered_logits(tiny, PROMPTS)
+    both, _ = actlens.steered_logits(tiny, PROMPTS, v, 8.0, align="all")
+    prompt, _ = actlens.steered_logits(tiny, PROMPTS, v, 8.0, align="all", phase="prompt")
+    gen, _ = actlens.steered_logits(tiny, PROMPTS, v, 8.0, align="all", phase="generation")
+    bos, _ = actlens.steered_logits(tiny, PROMPTS, v, 8.0, align="all", include_bos=True)
+    span, _ = actlens.steered_logits(tiny, PROMPTS, v, 8.0, align="all", span=(2, None))
+    assert torch.equal(prompt, both) and torch.equal(gen, base)  # a forward pass is all prompt
+    for row, start in enumerate(batch.starts):
+        assert not torch.allclose(bos[row, start], base[row, start])  # BOS steered: its own logits move
+        torch.testing.assert_close(both[row, start], base[row, start])
+        torch.testing.assert_close(span[row, start:start + 2], base[row, start:start + 2])  # before the span
+        assert not torch.allclose(span[row, start + 2], base[row, start + 2])
+
+
+def test_injected_masks():
+    layout = of_batch([1, 0], [4, 5], 7)  # two prompts, then two generated columns
+    place = lambda **s: Placement("all", 1, False, True, Scope(**s))  # noqa: E731
+    assert positions.injected(place(), layout).int().tolist() == [[0, 0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1]]
+    assert positions.injected(place(phase="prompt"), layout).int().tolist() == [[0, 0, 1, 1, 1, 0, 0],
+                                                                             [0, 1, 1, 1, 1, 0, 0]]
+    assert positions.injected(place(phase="generation"), layout).int().tolist() == [[0, 0, 0, 0, 0, 1, 1],
+                                                                                 [0, 0, 0, 0, 0, 1, 1]]
+    assert positions.injected(place(include_bos=True), layout).int().tolist() == [[0, 1, 1, 1, 1, 1, 1],
+                                                                               [1, 1, 1, 1, 1, 1, 1]]
+    assert positions.injected(place(span=(2, -1)), layout).int().tolist() == [[0, 0, 0, 1, 0, 1, 1],
+                                                                           [0, 0, 1, 1, 0, 1, 1]]
+
+
+def test_chat_user_span_steers_only_the_users_words(tiny):
+    v = _vec(tiny)
+    span = chat.user_span(tiny, "x", system="Be brief.")
+    ids = torch.tensor([chat.encode(tiny, "Tell me a story", system="Be brief.")])
+    base = actlens.forward(tiny, ids)
+    with actlens.steer(tiny, v, 8.0, align="all", span=span, phase="prompt"):
+        steered = actlens.forward(tiny, ids)
+    assert torch.equal(steered[0, :span[0]], base[0, :span[0]])
+    assert not torch.allclose(steered[0, span[0]], base[0, span[0]])
+
+
+@pytest.mark.parametrize(("kw", "error", "match"), [
+    (dict(phase="generaton"), ValueError, "did you mean 'generation'"),
+    (dict(phase="prefill"), ValueError, "phase must be one of"),
+    (dict(span=(1, 99)), ValueError, "outside a prompt"),
+    (dict(span=(0, 3)), ValueError, "BOS"),
+    (dict(span=(3, 2)), ValueError, "empty"),
+    (dict(span=(1, -40)), ValueError, "outside a prompt"),
+    (dict(span="user"), TypeError, "span must be"),
+    (dict(span=(2, None), phase="generation"), ValueError, "would do nothing"),
+    (dict(include_bos="yes"), TypeError, "include_bos"),
+])
+def test_bad_scopes_are_clear_errors(tiny, kw, error, match):
+    with pytest.raises(error, match=match):
+        actlens.generate(tiny, PROMPTS, vector=_vec(tiny), coeff=4.0, align="all", max_new_tokens=2, **kw)
+
+
+def test_positional_alignment_with_generation_phase_is_explained(tiny):
+    v = actlens.actadd_vector(tiny, "Hi", "Yo", 2)
+    with pytest.raises(ValueError, match="phase='generation' steers generated tokens only, so nothing would be added"):
+        actlens.generate(tiny, PROMPTS, vector=v, coeff=4.0, align="front", phase="generation", max_new_tokens=2)
+    with pytest.raises(ValueError, match="already has its window"):
+        actlens.generate(tiny, PROMPTS, vector=v, coeff=4.0, align="front", include_bos=True, max_new_tokens=2)
+    kw = dict(vector=v, coeff=4.0, align="front")  # phase="prompt" is what a positional vector always did
+    assert _greedy(tiny, PROMPTS, phase="prompt", **kw) == _greedy(tiny, PROMPTS, **kw)
