@@ -129,10 +129,14 @@ def mean_diff_template(model: TransformerBridge, pairs: Sequence[tuple[str, str]
 
 # --- where a steering request lands -------------------------------------------------------
 def steering_addition(
-    model: TransformerBridge, vector: SteeringVector, coeff: float, align: Align, position: int | None
+    model: TransformerBridge, vector: SteeringVector, coeff: float, align: Align, position: int | None,
+    scope: dict | None = None,
 ) -> Addition:
-    """The single :class:`Addition` a one-vector request makes (validates align/position/coeff)."""
-    grouped = additions(model, vector, coeff, align=align, position=position)
+    """The single :class:`Addition` a one-vector request makes (validates align/position/coeff/scope).
+
+    ``scope``: ``phase`` / ``span`` / ``include_bos`` keyword arguments of :func:`actlens.steer`.
+    """
+    grouped = additions(model, vector, coeff, align=align, position=position, **(scope or {}))
     return next(iter(grouped.values()))[0]
 
 
@@ -170,13 +174,13 @@ def chunks(batch: prompts.Batch, batch_size: int) -> Iterator[Chunk]:
 
 def hidden(
     model: TransformerBridge, chunk: Chunk, vector: SteeringVector | None = None, coeff: float = 0.0,
-    align: Align = "front", position: int | None = None,
+    align: Align = "front", position: int | None = None, scope: dict | None = None,
 ) -> tuple[Float[Tensor, "batch pos d"], torch.nn.Module]:
     """:func:`actlens.readout.final_hidden` of one chunk, steered when ``vector`` is given (on the model's device)."""
     with torch.inference_mode(), padding(model, chunk.starts, chunk.lengths):
         if vector is None:
             return final_hidden(model, chunk.tokens, chunk.attention_mask)
-        with steer(model, vector, coeff, align=align, position=position):
+        with steer(model, vector, coeff, align=align, position=position, **(scope or {})):
             return final_hidden(model, chunk.tokens, chunk.attention_mask)
 
 

@@ -34,7 +34,7 @@ from actlens.generation import sampling_processors
 from actlens.intervene import Addition, Steering, additions, make_hook, needed_length
 from actlens.model import device_of, fast_tree, forward, hook_name, padding, state
 from actlens.positions import Positions, injected_at
-from actlens.types import ALIGNS, SHORT_PROMPTS, Align, ShortPrompt
+from actlens.types import ALIGNS, SHORT_PROMPTS, Align, Phase, ShortPrompt
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,19 @@ class Request:
     coeff: float = 1.0
     align: Align = "front"
     position: int | None = None
+    phase: Phase = "both"
+    span: tuple[int, int | None] | None = None
+    include_bos: bool = False
 
     def __post_init__(self) -> None:
         _validation.choice("align", self.align, ALIGNS)
         _validation.finite("coeff", self.coeff)
+
+    @property
+    def where(self) -> dict:
+        """The placement arguments of :func:`actlens.steer` (align, position, phase, span, include_bos)."""
+        return dict(align=self.align, position=self.position, phase=self.phase, span=self.span,
+                    include_bos=self.include_bos)
 
 
 def _row_additions(model: TransformerBridge, requests: Sequence[Request | None]) -> list[dict[int, list[Addition]]]:
@@ -62,7 +71,7 @@ def _row_additions(model: TransformerBridge, requests: Sequence[Request | None])
         if not isinstance(req, Request):
             raise TypeError(f"each row needs an actlens.batched.Request or None, got {type(req).__name__}")
         if id(req) not in seen:
-            seen[id(req)] = additions(model, req.vector, req.coeff, align=req.align, position=req.position)
+            seen[id(req)] = additions(model, req.vector, req.coeff, **req.where)
         out.append(seen[id(req)])
     return out
 
@@ -71,7 +80,7 @@ def min_length(model: TransformerBridge, request: Request | None) -> int:
     """Prompt positions (BOS included) that ``request`` needs: 1 without a positional vector."""
     if request is None:
         return 1
-    return needed_length(model, request.vector, request.coeff, align=request.align, position=request.position)
+    return needed_length(model, request.vector, request.coeff, **request.where)
 
 
 def injected_positions(model: TransformerBridge, request: Request | None, length: int) -> set[int]:
@@ -82,7 +91,7 @@ def injected_positions(model: TransformerBridge, request: Request | None, length
     """
     if request is None or request.align == "all":
         return set()
-    grouped = additions(model, request.vector, request.coeff, align=request.align, position=request.position)
+    grouped = additions(model, request.vector, request.coeff, **request.where)
     return {p for adds in grouped.values() for add in adds for p in injected_at(add.placement, length)}
 
 

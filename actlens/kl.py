@@ -28,7 +28,7 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _analysis, _validation, positions
-from actlens.types import Align, ShortPrompt
+from actlens.types import Align, Phase, ShortPrompt
 from actlens.vectors import SteeringVector, random_like
 
 
@@ -237,6 +237,7 @@ def run_masked(
     position: int | None,
     batch_size: int,
     short_prompt: ShortPrompt = "error",
+    scope: dict | None = None,
 ):
     """Shared driver: one unsteered pass per chunk, then one steered pass per vector.
 
@@ -250,7 +251,7 @@ def run_masked(
     ``[batch, pos, vocab]`` tensor is ever made, and the unsteered log-probabilities of a block
     are computed once for a whole group of vectors.
     """
-    adds = [_analysis.steering_addition(model, v, coeff, align, position) for v in vectors]
+    adds = [_analysis.steering_addition(model, v, coeff, align, position, scope) for v in vectors]
     texts, batch = _analysis.encode_texts(model, texts, adds[0], short_prompt)
     injected = positions.injected(adds[0].placement, batch.layout)
     real = positions.real(batch.layout, skip_bos=True)
@@ -268,7 +269,7 @@ def run_masked(
             base = base[real]
             group = max(1, HIDDEN_BUDGET // max(base.numel() * base.element_size(), 1))
             for g in range(0, len(vectors), group):
-                runs = [_analysis.hidden(model, chunk, vec, coeff, align, position)[0][real]
+                runs = [_analysis.hidden(model, chunk, vec, coeff, align, position, scope)[0][real]
                         for vec in vectors[g:g + group]]
                 ent, stats = _block_stats(head, base, runs)
                 if g == 0:
@@ -305,6 +306,9 @@ def kl_per_token(
     *,
     align: Align = "front",
     position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
     control: bool = True,
     control_seed: int = 0,
     batch_size: int = 8,
@@ -315,6 +319,9 @@ def kl_per_token(
     Args:
         texts: the texts to score (each must be at least as long as the injection).
         vector, coeff, align, position: the steering request, as in :func:`actlens.steer`.
+        phase, span, include_bos: which tokens ``align="all"`` steers, as in :func:`actlens.steer`.
+            Scored text is all prompt, so ``phase="prompt"`` equals ``"both"`` here and
+            ``"generation"`` (nothing steered) is an error.
         control: also run the norm-matched Gaussian control (one more forward per text); with
             False the ``*_control`` fields are None.
         control_seed: seed of that control (:func:`actlens.random_like`).
@@ -336,10 +343,15 @@ def kl_per_token(
         raise TypeError(f"control_seed must be an int, got {control_seed!r}")
     if not isinstance(control, bool):
         raise TypeError(f"control must be True or False, got {control!r}")
+    if phase == "generation":
+        raise ValueError("kl_per_token scores next-token distributions over given text, which is all prompt, so "
+                         "phase='generation' would steer nothing; use phase='both' (here the same as 'prompt'), "
+                         "and actlens.generate(..., phase='generation') for generated tokens")
+    scope = dict(phase=phase, span=span, include_bos=include_bos)
     runs = [vector, random_like(vector, seed=control_seed)] if control else [vector]
     texts, batch, injected, counted, masked_injection, base_entropy, (st, *ct) = run_masked(
         model, texts, runs, coeff, align=align, position=position, batch_size=batch_size,
-        short_prompt=short_prompt)
+        short_prompt=short_prompt, scope=scope)
     ct = ct[0] if ct else dict.fromkeys(st)  # no control run: None for each of its fields
     token_strings = tuple(
         tuple(_analysis.token_strings(model, batch.tokens[i, s:s + n].tolist()))

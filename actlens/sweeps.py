@@ -31,7 +31,8 @@ from actlens import metrics as _metrics
 from actlens._store import Store, config_hash
 from actlens.batched import SAMPLER, Request, encode_rows, generate_rows, key_seed
 from actlens.model import check_layer
-from actlens.types import ALIGNS, Align
+from actlens.positions import Placement, Scope
+from actlens.types import ALIGNS, Align, Phase
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
 Condition = Literal["unsteered", "steered", "random", "prompting"]
@@ -54,11 +55,21 @@ class VectorSpec:
     position: int | None = None
     prefix: str | None = None
     recipe: str = ""
+    phase: Phase = "both"  # phase, span, include_bos: which tokens align="all" steers (actlens.steer)
+    span: tuple[int, int | None] | None = None
+    include_bos: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a VectorSpec needs a non-empty name, got {self.name!r}")
         _validation.choice("align", self.align, ALIGNS)
+        Placement(self.align, 1, False, True, Scope(self.phase, self.span, self.include_bos))  # raises if they clash
+
+    def scope_config(self) -> dict:
+        """The scope when not the default (so configs, and their hashes, of unscoped sweeps stay as they were)."""
+        if Scope(self.phase, self.span, self.include_bos).default:
+            return {}
+        return dict(phase=self.phase, span=self.span, include_bos=self.include_bos)
 
 
 def pair_spec(plus: str, minus: str, *, name: str | None = None, align: Align = "front",
@@ -75,11 +86,14 @@ def pair_spec(plus: str, minus: str, *, name: str | None = None, align: Align = 
 
 
 def mean_diff_spec(pairs: Sequence[tuple[str, str]], *, name: str, read_position: str = "last",
-                   prefix: str | None = None) -> VectorSpec:
-    """Mean difference over contrast pairs at each layer, added at every position (``align="all"``)."""
+                   prefix: str | None = None, phase: Phase = "both", span: tuple[int, int | None] | None = None,
+                   include_bos: bool = False) -> VectorSpec:
+    """Mean difference over contrast pairs at each layer, added at every position (``align="all"``)
+    of the tokens ``phase`` / ``span`` / ``include_bos`` choose (see :func:`actlens.steer`)."""
     pairs = [tuple(p) for p in pairs]
     return VectorSpec(name, lambda m, layer: mean_diff_vector(m, pairs, layer, read_position=read_position),
-                      align="all", prefix=prefix, recipe=f"mean_diff {pairs!r} read {read_position}")
+                      align="all", prefix=prefix, recipe=f"mean_diff {pairs!r} read {read_position}",
+                      phase=phase, span=span, include_bos=include_bos)
 
 
 def _tuple(name: str, values: object, kind: type | tuple[type, ...]) -> tuple:
@@ -147,7 +161,7 @@ class Grid:
     def config(self) -> dict:
         """A JSON-able description (recipes, not functions) for hashes and manifests."""
         return dict(vectors=[dict(name=v.name, recipe=v.recipe, align=v.align, position=v.position, prefix=v.prefix)
-                             for v in self.vectors],
+                             | v.scope_config() for v in self.vectors],
                     layers=list(self.layers), coeffs=list(self.coeffs), prompts=list(self.prompts),
                     seeds=list(self.seeds), controls=list(self.controls), control_seed=self.control_seed)
 
@@ -225,7 +239,8 @@ class _Vectors:
                 base = self.cache[(spec.name, setting.layer, "steered")] = _built(spec, self.model, setting.layer)
             if setting.condition == "random":
                 self.cache[key] = random_like(base, seed=self.grid.control_seed)
-        return Request(self.cache[key], setting.coeff, spec.align, spec.position)
+        return Request(self.cache[key], setting.coeff, spec.align, spec.position, spec.phase, spec.span,
+                       spec.include_bos)
 
 
 def _built(spec: VectorSpec, model: TransformerBridge, layer: int) -> SteeringVector:

@@ -103,3 +103,37 @@ def test_positional_alignment_with_generation_phase_is_explained(tiny):
         actlens.generate(tiny, PROMPTS, vector=v, coeff=4.0, align="front", include_bos=True, max_new_tokens=2)
     kw = dict(vector=v, coeff=4.0, align="front")  # phase="prompt" is what a positional vector always did
     assert _greedy(tiny, PROMPTS, phase="prompt", **kw) == _greedy(tiny, PROMPTS, **kw)
+
+
+def test_kl_per_token_takes_the_scope(tiny):
+    v = _vec(tiny)
+    texts = ["I think that you are nice", "The weather is"]
+    both = actlens.kl_per_token(tiny, texts, v, 8.0, align="all", control=False)
+    prompt = actlens.kl_per_token(tiny, texts, v, 8.0, align="all", control=False, phase="prompt")
+    late = actlens.kl_per_token(tiny, texts, v, 8.0, align="all", control=False, span=(4, None))
+    assert torch.equal(both.kl_steered, prompt.kl_steered)
+    for row, start in enumerate(late.starts):
+        assert late.kl_steered[row, start:start + 4].abs().max() < 1e-6  # before the span nothing moved
+        assert late.kl_steered[row, start + 4] > 0 and late.injected[row, start + 4]
+        assert not late.injected[row, start + 3]
+    with pytest.raises(ValueError, match="would steer nothing"):
+        actlens.kl_per_token(tiny, texts, v, 8.0, align="all", phase="generation")
+
+
+def test_sweep_specs_carry_the_scope(tiny):
+    from actlens import batched
+    from actlens.sweeps import VectorSpec, mean_diff_spec
+
+    spec = mean_diff_spec([("I love it", "I hate it")], name="s", phase="generation")
+    assert spec.scope_config() == dict(phase="generation", span=None, include_bos=False)
+    assert mean_diff_spec([("a", "b")], name="d").scope_config() == {}
+    with pytest.raises(ValueError, match="nothing would be added"):
+        VectorSpec("p", lambda m, layer: None, align="front", phase="generation")
+    v = _vec(tiny)
+    rows = [actlens.prompts.encode(tiny, p) for p in PROMPTS]
+    req = [batched.Request(v, 8.0, "all", phase="generation"), batched.Request(v, 8.0, "all", phase="prompt"), None]
+    got = batched.generate_rows(tiny, rows, req, [0, 0, 0], max_new_tokens=6, temperature=0, stop_at_eos=False)
+    want = [_greedy(tiny, [PROMPTS[0]], vector=v, coeff=8.0, align="all", phase="generation", freq_penalty=1.0)[0],
+            _greedy(tiny, [PROMPTS[1]], vector=v, coeff=8.0, align="all", phase="prompt", freq_penalty=1.0)[0],
+            _greedy(tiny, [PROMPTS[2]], freq_penalty=1.0)[0]]
+    assert got == want
