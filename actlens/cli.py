@@ -22,6 +22,8 @@ def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--n", type=int, default=1, help="completions per prompt (seeds seed..seed+n-1)")
     p.add_argument("--max-new-tokens", type=int, default=s.max_new_tokens)
     p.add_argument("--save", default=None, help="write the vector here (.safetensors)")
+    p.add_argument("--phase", choices=("both", "prompt", "generation"), default="both",
+                   help="with --align all: steer prompt and generated tokens, the prompt only, or generated tokens only")
     p.add_argument("--chat", action="store_true",
                    help="prompts are user turns, wrapped in the model's chat template; print the assistant's replies")
     if demo:

@@ -116,11 +116,13 @@ def run(args: argparse.Namespace) -> int:
     vector = make_vector(model, s)
     if args.save:
         print(f"saved {vector!r} to {vector.save(args.save)}")
-    mode = "; chat template" if chat else ""
+    phase = getattr(args, "phase", "both")
+    mode = ("; chat template" if chat else "") + (f"; phase {phase}" if phase != "both" else "")
     print(f"# {args.model}: {s.label}{mode}; sampling T=1, top_p=0.3, freq_penalty=1\n")
     for seed in range(args.seed, args.seed + args.n):
         out = generation.generate(model, prompts, vector=vector, coeff=s.coeff, align=s.align, position=s.position,
-                                  max_new_tokens=s.max_new_tokens, seed=seed, paired=True, chat=chat)
+                                  max_new_tokens=s.max_new_tokens, seed=seed, paired=True, chat=chat,
+                                  phase=phase)
         print(f"## seed {seed}\n{out}")
     return 0
 

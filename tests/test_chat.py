@@ -138,3 +138,14 @@ def test_smollm2_chat_reply(smol):
     assert ids[0] == prompts.bos_id(smol) == smol.tokenizer.convert_tokens_to_ids("<|im_start|>")
     out = actlens.generate(smol, "What is the capital of France?", chat=True, temperature=0, max_new_tokens=24)
     assert "Paris" in out.completions[0] and "assistant" not in out.completions[0]
+
+
+def test_chat_measurement_runs_on_a_tiny_model(tiny_models):
+    from actlens import demo
+
+    settings = demo.Settings(kind="mean_diff", layer=2, coeff=4.0, align="all")
+    frame = demo.measure_chat(tiny_models["llama"], turns=["Hi", "Tell me more"], seeds=(0,), max_new_tokens=3,
+                              phases=("both", "generation"), settings=settings)
+    table = demo.summarise(frame)
+    assert len(table) == 9 and set(table.n) == {2}  # unsteered + 2 vectors x 2 phases x (vector, random)
+    assert frame.settings.iloc[-1]["phase"] == "generation" and frame.settings.iloc[-1]["chat_template"]
