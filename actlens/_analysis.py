@@ -100,6 +100,7 @@ def mean_diff_all_layers(
     Same reading as :func:`actlens.mean_diff_vector` with ``read_position="last"`` (an empty
     text is read at its BOS), but the negative may be an empty string.
     """
+    _validation.positive_int("batch_size", batch_size)
     plus = [p for p, _ in pairs]
     minus = [m for _, m in pairs]
     sums = {layer: [torch.zeros(int(model.cfg.d_model)), torch.zeros(int(model.cfg.d_model))] for layer in layers}

@@ -45,10 +45,46 @@ def texts(name: str, values: object, *, allow_empty_string: bool = False) -> lis
             raise TypeError(f"{name}[{i}] must be a string, got {type(text).__name__} {text!r}")
         if not text and not allow_empty_string:
             raise ValueError(f"{name}[{i}] is an empty string; pass some text (e.g. 'I think')")
+        encodable(f"{name}[{i}]", text)
     return out
+
+
+def encodable(name: str, text: str) -> str:
+    """Text a tokenizer can encode: no lone surrogates (e.g. ``"caf\\udce9"`` from bytes decoded with
+    ``errors="surrogateescape"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{name} is not valid text: it holds {text[err.start:err.end]!r} at index {err.start}, a lone surrogate "
+            f"that no tokenizer can encode; decode the source bytes with their real encoding (e.g. "
+            f"data.decode('latin-1')) or drop those characters with text.encode('utf-8', 'ignore').decode()"
+        ) from None
+    return text
 
 
 def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{name} must be a positive int, got {type(value).__name__} {value!r}; pass e.g. 8")
+    return value
+
+
+def batch_size(value: object, *, name: str = "batch_size") -> int | None:
+    """A positive int, or None for "all at once"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be a positive int or None (all in one batch), got {type(value).__name__} {value!r}; "
+            "pass e.g. 8"
+        )
+    return value
+
+
+def seed(value: object, *, name: str = "seed") -> int:
+    """A non-negative int (a bool, a string or a float is refused: ``seed=-1`` would wrap to 2**64-1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a non-negative int, got {type(value).__name__} {value!r}; pass e.g. 0")
+    if value < 0 or value >= 2**63:
+        raise ValueError(f"{name} must be in [0, 2**63), got {value}; pass e.g. 0")
     return value

@@ -71,10 +71,12 @@ def messages(conversation: Conversation, *, system: str | None = None) -> list[d
         _validation.choice(f"message {i}'s role", role, ROLES)
         if not isinstance(content, str) or not content.strip():
             raise ValueError(f"message {i} ({role}) has empty content {content!r}; every message needs some text")
+        _validation.encodable(f"message {i}'s content", content)
         out.append({"role": role, "content": content})
     if system is not None:
         if not isinstance(system, str) or not system.strip():
             raise ValueError(f"system must be a non-empty string or None, got {system!r}")
+        _validation.encodable("system", system)
         if any(m["role"] == "system" for m in out):
             raise ValueError("system= was given but the messages already hold a system message; pass one of the two")
         out.insert(0, {"role": "system", "content": system})

@@ -86,6 +86,7 @@ def chat_mean_diff_vector(
     (1, ((36,), (35,)))
     """
     layer = check_layer(model, layer)
+    _validation.positive_int("batch_size", batch_size)
     contrasts = list(contrasts)
     if not contrasts:
         raise ValueError("contrasts is empty; pass (user_turn, positive_answer, negative_answer) triples")

@@ -1,7 +1,39 @@
 """The ``actlens`` command: ``steer``, ``demo``, ``bench`` and ``figures``."""
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _output_path(flag: str, value: str | None, suffixes: tuple[str, ...]) -> None:
+    """Check where ``flag`` will write before any model is loaded: a writable folder, the right suffix."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{flag} {value!r} is a folder; pass a file name inside it")
+    if suffixes and path.suffix not in suffixes:
+        raise ValueError(f"{flag} {value!r} must end with {' or '.join(suffixes)}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {value!r}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+                                "or pass another path")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{flag} {value!r}: the folder {folder} is not writable; pass another path")
 
 
 def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
@@ -10,7 +42,7 @@ def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
     s = d.DEMO
     p.add_argument("--plus", default=s.plus, help="positive prompt of the pair")
     p.add_argument("--minus", default=s.minus, help="negative prompt of the pair")
-    p.add_argument("--layer", type=int, default=s.layer, help="inject at blocks.LAYER.hook_resid_pre")
+    p.add_argument("--layer", type=_int_at_least(0), default=s.layer, help="inject at blocks.LAYER.hook_resid_pre")
     p.add_argument("--coeff", type=float, default=s.coeff)
     p.add_argument("--prompt", action="append", default=None, help="user prompt (repeatable)")
     p.add_argument("--kind", choices=("actadd", "mean_diff"), default="actadd" if not demo else s.kind,
@@ -18,9 +50,9 @@ def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--align", choices=("front", "mid", "back", "all"), default=None,
                    help="default: front for actadd, all for mean_diff")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=1, help="completions per prompt (seeds seed..seed+n-1)")
-    p.add_argument("--max-new-tokens", type=int, default=s.max_new_tokens)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--n", type=_int_at_least(1), default=1, help="completions per prompt (seeds seed..seed+n-1)")
+    p.add_argument("--max-new-tokens", type=_int_at_least(1), default=s.max_new_tokens)
     p.add_argument("--save", default=None, help="write the vector here (.safetensors)")
     p.add_argument("--phase", choices=("both", "prompt", "generation"), default="both",
                    help="with --align all: steer prompt and generated tokens, the prompt only, or generated tokens only")
@@ -47,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from actlens import demo
 
-    try:
+    try:  # anticipated errors (bad input, files, the cache) are one line and exit code 2; others keep a traceback
+        _output_path("--save", args.save, (".safetensors",))
+        _output_path("--measure-out", getattr(args, "measure_out", None), ())
         return demo.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"actlens {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"actlens {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

@@ -137,7 +137,8 @@ def perplexity_ratio(
         _validation.choice("controls[]", c, ("random", "prompting"))
     conditions: list[Condition] = [("steered", Request(vector, coeff, align, position), None)]
     if "random" in controls:
-        conditions.append(("random", Request(random_like(vector, seed=control_seed), coeff, align, position), None))
+        control = random_like(vector, seed=_validation.seed(control_seed, name="control_seed"))
+        conditions.append(("random", Request(control, coeff, align, position), None))
     if "prompting" in controls:
         phrase = prefix if prefix is not None else (f"{vector.plus[0].strip()} " if vector.plus else "")
         if phrase.strip():
@@ -173,6 +174,7 @@ def fact_ranks(
     facts = [tuple(f) for f in facts]
     if not facts or any(len(f) != 2 or not all(isinstance(x, str) and x for x in f) for f in facts):
         raise ValueError(f"facts must be a non-empty list of (subject, answer) strings, got {facts[:3]!r}")
+    batch_size = _validation.positive_int("batch_size", batch_size)
     if "{}" not in template:
         raise ValueError(f"template must contain '{{}}' where the subject goes, got {template!r}")
     rows = []

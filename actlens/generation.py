@@ -208,6 +208,7 @@ def generate(
         texts = _validation.texts("prompts", [prompts_] if isinstance(prompts_, str) else prompts_)
         encoded = [prompts.encode(model, t) for t in texts]
     _validation.positive_int("max_new_tokens", max_new_tokens)
+    seed, batch_size = _validation.seed(seed), _validation.batch_size(batch_size)
     temperature = _validation.finite("temperature", temperature)
     top_p, freq_penalty = _validation.finite("top_p", top_p), _validation.finite("freq_penalty", freq_penalty)
     if temperature < 0 or not 0 < top_p <= 1:

@@ -339,8 +339,8 @@ def kl_per_token(
     """
     vector = _analysis.vector_arg(model, vector)
     coeff = _validation.finite("coeff", coeff)
-    if isinstance(control_seed, bool) or not isinstance(control_seed, int):
-        raise TypeError(f"control_seed must be an int, got {control_seed!r}")
+    _validation.seed(control_seed, name="control_seed")
+    _validation.positive_int("batch_size", batch_size)
     if not isinstance(control, bool):
         raise TypeError(f"control must be True or False, got {control!r}")
     if phase == "generation":

@@ -311,6 +311,35 @@ def identity(model: TransformerBridge) -> ModelIdentity:
     return ModelIdentity(state(model).name, int(cfg.d_model), int(cfg.n_layers), int(cfg.d_vocab))
 
 
+def fingerprint(model: TransformerBridge) -> dict:
+    """What makes two models' results comparable (the key of a sweep store): architecture, shape,
+    dtype, and a SHA-256 of the first, middle and last parameter tensors (a strided sample of at most
+    65,536 values each, so a model of any size is hashed in milliseconds).
+
+    >>> from actlens.tiny import tiny_model
+    >>> fp = fingerprint(tiny_model("llama"))
+    >>> fp["architecture"], fp["shape"]["n_layers"], fp["dtype"], fp == fingerprint(tiny_model("llama"))
+    ('LlamaForCausalLM', 4, 'torch.float32', True)
+    """
+    import hashlib
+
+    cfg = model.cfg
+    params = list(model.parameters())
+    h = hashlib.sha256()
+    for p in (params[0], params[len(params) // 2], params[-1]):
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 65536)][:65536]
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    return {
+        "architecture": str(getattr(cfg, "architecture", None) or type(model).__name__),
+        "shape": {"d_model": int(cfg.d_model), "n_layers": int(cfg.n_layers), "d_vocab": int(cfg.d_vocab),
+                  "n_heads": int(cfg.n_heads), "n_params": sum(p.numel() for p in params)},
+        "dtype": str(params[0].dtype),
+        "weights_sha256": h.hexdigest()[:16],
+    }
+
+
 def hooks_registered(model: TransformerBridge) -> int:
     """Forward hooks on the model's HookPoints (aliases counted once): 0 when nothing is steering.
 

@@ -74,6 +74,7 @@ def residual_scales(
     (4, True)
     """
     state(model)  # type check with a clear error
+    _validation.positive_int("batch_size", batch_size)
     texts = default_reference_texts() if reference_texts is None else tuple(
         _validation.texts("reference_texts", reference_texts))
     key = (_analysis.compatibility_mode(model), texts)

@@ -28,9 +28,9 @@ from transformer_lens import TransformerBridge
 
 from actlens import _validation
 from actlens import metrics as _metrics
-from actlens._store import Store, config_hash
+from actlens._store import Store
 from actlens.batched import SAMPLER, Request, encode_rows, generate_rows, key_seed
-from actlens.model import check_layer
+from actlens.model import check_layer, fingerprint
 from actlens.positions import Placement, Scope
 from actlens.types import ALIGNS, Align, Phase
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
@@ -142,7 +142,9 @@ class Grid:
             _validation.choice("controls[]", c, CONTROLS)
         for key, value in (("vectors", vectors), ("layers", _tuple("layers", self.layers, int)), ("coeffs", coeffs),
                            ("prompts", tuple(_validation.texts("prompts", list(self.prompts)))),
-                           ("seeds", _tuple("seeds", self.seeds, int)), ("controls", controls)):
+                           ("seeds", tuple(_validation.seed(s, name="seeds[]") for s in _tuple("seeds", self.seeds, int))),
+                           ("controls", controls),
+                           ("control_seed", _validation.seed(self.control_seed, name="control_seed"))):
             object.__setattr__(self, key, value)
 
     def settings(self) -> list[Setting]:
@@ -298,9 +300,16 @@ def sweep(
         check_layer(model, layer)
     fns = dict(metrics or _metrics.TEXT_METRICS)
     config = dict(kind="generation_sweep", grid=grid.config(), sampling=vars(sampling).copy() | {"sampler": SAMPLER},
-                  metrics=sorted(fns),
-                  model=str(getattr(model.cfg, "model_name", "")), n_layers=int(model.cfg.n_layers))
-    store = Store(out, config_hash(config), key=_key) if out is not None else None
+                  metrics=sorted(fns), model=fingerprint(model))
+    store = Store(out, config, key=_key) if out is not None else None
+    try:
+        return _run(model, grid, sampling, fns, config, store, batch_size, mode, progress, limit)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _run(model, grid, sampling, fns, config, store, batch_size, mode, progress, limit) -> "SweepResult":
     done = store.records() if store is not None else {}
     vectors = _Vectors(model, grid)
     todo = [(s, p, seed) for s in grid.settings() for p in grid.prompts for seed in grid.seeds

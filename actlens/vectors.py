@@ -305,6 +305,7 @@ def mean_diff_vector(
     1
     """
     layer = check_layer(model, layer)
+    _validation.positive_int("batch_size", batch_size)
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs is empty; pass a list of (positive, negative) strings")
@@ -331,7 +332,7 @@ def mean_diff_vector(
 
 def random_like(vector: SteeringVector, *, seed: int = 0) -> SteeringVector:
     """A Gaussian control with the same per-position norms (the paper's random-vector control)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_validation.seed(seed))
     noise = torch.randn(vector._values.shape, generator=gen, dtype=torch.float32)
     norms = vector.norms()[:, None]
     scaled = noise / torch.linalg.vector_norm(noise, dim=-1, keepdim=True) * norms

@@ -5,6 +5,7 @@ embedded SmolLM2 cache itself is ``slow`` and uses a private ``ACTLENS_CACHE``.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -369,3 +370,216 @@ def test_bad_pt_import_is_a_value_error_naming_the_file(tmp_path, obj, words):
     with pytest.raises(ValueError, match=words) as info:
         from_pt(path, tiny_model(), layer=1)
     assert str(path) in str(info.value) or "v.pt" in str(info.value)
+
+
+# --- sweep stores: keyed by the model's identity, one writer, corrupt lines located -----------
+def _sweep_grid(seeds=(0, 1)):
+    from actlens.sweeps import Grid, pair_spec
+
+    return Grid([pair_spec("Love", "Hate")], layers=[1], coeffs=[2.0], prompts=["I think you", "The day"],
+                seeds=list(seeds), controls=("unsteered",))
+
+
+def _sweep(model, out, seeds=(0, 1), **kw):
+    from actlens.sweeps import Sampling, sweep
+
+    return sweep(model, _sweep_grid(seeds), sampling=Sampling(max_new_tokens=3), out=out, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    from actlens.tiny import tiny_model
+
+    return tiny_model("llama")
+
+
+def test_store_from_another_model_with_the_same_name_is_refused(llama, tmp_path):
+    from actlens.tiny import tiny_model
+
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=2)
+    other = tiny_model("llama", seed=1)  # same name, architecture and shape; other weights
+    with pytest.raises(ValueError, match=r"s\.jsonl holds results of a different configuration: "
+                                         r"model\.weights_sha256 \('[0-9a-f]+' in the file, '[0-9a-f]+' now\)"):
+        _sweep(other, out)
+    with pytest.raises(ValueError, match=r"model\.dtype \('torch.float32' in the file, 'torch.bfloat16' now\)"):
+        _sweep(tiny_model("llama").to(torch.bfloat16), out)
+    with pytest.raises(ValueError, match=r"model\.architecture .*model\.shape\.n_params"):
+        _sweep(tiny_model("gpt2"), out)
+    assert len(out.read_text().splitlines()) == 1 + 2  # nothing was appended
+
+
+def test_store_of_an_older_format_is_refused(llama, tmp_path):
+    out = tmp_path / "s.jsonl"
+    out.write_text('{"format": "actlens.results/1", "config_hash": "26705a5c119d50a0"}\n')
+    with pytest.raises(ValueError, match="older actlens that did not record the model's identity"):
+        _sweep(llama, out)
+
+
+def test_second_writer_is_refused_while_the_first_runs(llama, tmp_path):
+    from actlens import _store
+
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=1)
+    holder = textwrap.dedent(f"""
+        import importlib.util, sys, time
+        spec = importlib.util.spec_from_file_location("store", {_store.__file__!r})
+        store = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(store)
+        s = store.Store({str(out)!r}, {{}}, key=lambda r: ())
+        print("holding", flush=True)
+        sys.stdin.readline()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "holding\n"
+        before = out.read_text()
+        with pytest.raises(ValueError, match=r"s\.jsonl is being written by another process"):
+            _sweep(llama, out)
+        assert out.read_text() == before
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    assert _sweep(llama, out).computed == 2 * 2 * 2 - 1  # the lock went with the process
+
+
+@pytest.mark.parametrize("line, words", [
+    ("{not json", "not a JSON record"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"condition": "steered"}', "a record without its key fields"),
+])
+def test_corrupt_line_names_file_and_line_number(llama, tmp_path, line, words):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=4)
+    lines = out.read_text().splitlines()
+    lines[3] = line
+    out.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"s\.jsonl, line 4: {words}"):
+        _sweep(llama, out)
+
+
+def test_sigkill_mid_sweep_then_resume_gives_identical_results(llama, tmp_path):
+    """A sweep killed with SIGKILL at a random moment resumes to exactly the uninterrupted results."""
+    out = tmp_path / "s.jsonl"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import torch
+        torch.set_num_threads(1)
+        from pathlib import Path
+        from actlens.tiny import tiny_model
+        from test_faults import _sweep
+        _sweep(tiny_model("llama"), Path({str(out)!r}), seeds=range(10), batch_size=1)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_bytes().splitlines()) >= 4:  # header + 3 rows: mid-sweep
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(out.read_bytes().splitlines()) - 1
+    assert 3 <= written < 40, "the sweep should have been killed midway"
+    resumed = _sweep(llama, out, seeds=range(10))
+    assert resumed.computed == 40 - written
+    assert resumed.completions().equals(_sweep(llama, None, seeds=range(10)).completions())
+
+
+# --- caller input: checked up front, expected / got / fix --------------------------------------
+BAD_TEXT = "caf\udce9"  # bytes decoded with errors="surrogateescape"
+
+
+def test_text_that_cannot_be_encoded_is_refused_everywhere(llama):
+    import actlens
+    from actlens.sweeps import Grid, pair_spec
+
+    calls = [
+        lambda: actlens.generate(llama, BAD_TEXT, max_new_tokens=2),
+        lambda: actlens.generate(llama, [{"role": "user", "content": BAD_TEXT}], chat=True, max_new_tokens=2),
+        lambda: actlens.actadd_vector(llama, BAD_TEXT, "Hate", 1),
+        lambda: actlens.mean_diff_vector(llama, [("good", BAD_TEXT)], 1),
+        lambda: Grid([pair_spec("Love", "Hate")], layers=[1], coeffs=[1.0], prompts=[BAD_TEXT], seeds=[0]),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"not valid text: it holds '\\udce9' at index 3, a lone surrogate"):
+            call()
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (2.0, ValueError), ("8", ValueError),
+                                          (True, ValueError)])
+def test_batch_size_must_be_a_positive_int_or_none(llama, value, error):
+    import actlens
+
+    with pytest.raises(error, match="batch_size must be a positive int or None"):
+        actlens.generate(llama, ["Hi", "Yo"], max_new_tokens=2, batch_size=value)
+    with pytest.raises(error, match="batch_size must be a positive int"):
+        actlens.mean_diff_vector(llama, [("good", "bad")], 1, batch_size=value)
+    assert len(actlens.generate(llama, ["Hi", "Yo"], max_new_tokens=2, batch_size=None).completions) == 2
+
+
+@pytest.mark.parametrize("value, error, words", [
+    ("0", TypeError, "non-negative int, got str '0'"), (1.5, TypeError, "got float 1.5"),
+    (True, TypeError, "got bool True"), (-1, ValueError, r"in \[0, 2\*\*63\), got -1"),
+])
+def test_seed_must_be_a_non_negative_int(llama, value, error, words):
+    import actlens
+    from actlens.sweeps import Grid, pair_spec
+
+    with pytest.raises(error, match=words):
+        actlens.generate(llama, "Hi", max_new_tokens=2, seed=value)
+    with pytest.raises(error, match=words):
+        actlens.random_like(actlens.actadd_vector(llama, "Love", "Hate", 1), seed=value)
+    with pytest.raises(error, match=words):
+        Grid([pair_spec("Love", "Hate")], layers=[1], coeffs=[1.0], prompts=["Hi"], seeds=[0], control_seed=value)
+
+
+# --- the command line: paths checked before the model loads, one line and exit code 2 ----------
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any attempt to load a model fails the test: these errors must come first."""
+    from actlens import demo
+
+    monkeypatch.setattr(demo, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+
+
+@pytest.mark.parametrize("flag, value", [("--n", "0"), ("--max-new-tokens", "0"), ("--seed", "-1"),
+                                         ("--layer", "-2"), ("--n", "two")])
+def test_cli_rejects_bad_numbers_before_loading(no_model, capsys, flag, value):
+    from actlens.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["steer", flag, value])
+    assert info.value.code == 2 and f"argument {flag}: expected an int >=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--save", "{tmp}/missing/v.safetensors", "the folder .*missing does not exist; create it"),
+    ("--save", "{tmp}", "is a folder"),
+    ("--save", "{tmp}/v.pt", "must end with .safetensors"),
+    ("--measure-out", "{tmp}/missing/m.json", "the folder .*missing does not exist"),
+])
+def test_cli_checks_output_paths_before_loading(no_model, capsys, tmp_path, flag, value, words):
+    from actlens.cli import main
+
+    argv = ["demo", "--measure"] if flag == "--measure-out" else ["steer"]
+    assert main(argv + [flag, value.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err
+    assert re.search(words, err)
+
+
+def test_cli_anticipated_errors_are_one_line_unexpected_keep_their_traceback(monkeypatch, capsys):
+    from actlens import cache, demo
+    from actlens.cli import main
+
+    def cache_fails(args):
+        raise cache.CacheError("cannot write the actlens cache /x (Read-only file system);\nset ACTLENS_CACHE")
+
+    monkeypatch.setattr(demo, "run", cache_fails)
+    assert main(["steer"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ACTLENS_CACHE" in err
+    monkeypatch.setattr(demo, "run", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["steer"])
