@@ -134,6 +134,25 @@ def test_killed_conversion_leaves_nothing_behind(src, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["m"] and cache.verify(directory, src, RECIPE) is None
 
 
+def test_two_processes_converting_at_once_both_succeed(src, tmp_path):
+    root = tmp_path / "c"
+    script = textwrap.dedent(f"""
+        import importlib.util, time
+        from pathlib import Path
+        spec = importlib.util.spec_from_file_location("cache", {cache.__file__!r})
+        cache = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cache)
+        def slow(source, out):
+            (out / "model.safetensors").write_bytes(source.read_bytes() * 1000)
+            time.sleep(0.5)
+        print(cache.cached_conversion("m", Path({str(src)!r}), slow, recipe="test-1", root=Path({str(root)!r})))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate()[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outs == [str(root / "m")] * 2
+    assert sorted(p.name for p in root.iterdir()) == ["m"] and cache.verify(root / "m", src, RECIPE, full=True) is None
+
+
 def test_old_scratch_folder_without_pid_is_removed_after_a_day(tmp_path):
     old = tmp_path / ".converting-abcdefgh"
     old.mkdir()
