@@ -95,7 +95,8 @@ class Fields:
     def no_others(self) -> None:
         unknown = sorted(set(self.obj) - self.used)
         if unknown:
-            raise ValueError(f"{self.path}: {self.where} has unknown fields {unknown}; expected only {sorted(self.used)}")
+            raise ValueError(
+                f"{self.path}: {self.where} has unknown fields {unknown}; expected only {sorted(self.used)}")
 
 
 def is_int(value: object) -> bool:

@@ -23,8 +23,8 @@ hashed in full the first time a folder is seen and whenever a file's ``(size, mt
 ctime_ns, inode)`` differs from the stamp written after the last full check (``.verified.json``):
 any write to a file, even one that resets its mtime, changes its ctime. So the second load
 costs a few ``stat`` calls (measured on the SmolLM2 cache, 2-core EPYC: 6 ms, against 0.58 s
-for a full SHA-256 of its 514 MiB of weights), and bit rot below the file system is not caught after the first check; call
-:func:`verify` with ``full=True`` to hash everything regardless.
+for a full SHA-256 of its 514 MiB of weights), and bit rot below the file system is not caught
+after the first check; call :func:`verify` with ``full=True`` to hash everything regardless.
 
 What happens on a failed check. A mismatch (changed bytes, a truncated or missing file, an
 unreadable manifest, another source or recipe) prints one line to stderr

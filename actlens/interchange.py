@@ -276,7 +276,8 @@ def _provenance(path: Path, text: object) -> tuple[dict | None, set[int] | None]
     if text is None:
         return None, None
     prov = _schema.Fields(path, PROVENANCE_KEY, _schema.parse_json(path, PROVENANCE_KEY, text))
-    m = _schema.Fields(path, f"{PROVENANCE_KEY}['model']", prov.get("model", lambda v: isinstance(v, dict), "an object"))
+    m = _schema.Fields(path, f"{PROVENANCE_KEY}['model']",
+                       prov.get("model", lambda v: isinstance(v, dict), "an object"))
     made_for = {"name": m.text("name"), **{key: m.integer(key, low=1) for key in ("d_model", "n_layers", "d_vocab")}}
     m.no_others()
     entries = prov.get("directions", lambda v: isinstance(v, list) and 0 < len(v) <= _schema.MAX_ITEMS,

@@ -142,7 +142,8 @@ class Grid:
             _validation.choice("controls[]", c, CONTROLS)
         for key, value in (("vectors", vectors), ("layers", _tuple("layers", self.layers, int)), ("coeffs", coeffs),
                            ("prompts", tuple(_validation.texts("prompts", list(self.prompts)))),
-                           ("seeds", tuple(_validation.seed(s, name="seeds[]") for s in _tuple("seeds", self.seeds, int))),
+                           ("seeds", tuple(_validation.seed(s, name="seeds[]")
+                                           for s in _tuple("seeds", self.seeds, int))),
                            ("controls", controls),
                            ("control_seed", _validation.seed(self.control_seed, name="control_seed"))):
             object.__setattr__(self, key, value)

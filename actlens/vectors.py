@@ -189,8 +189,8 @@ def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
     if f.get("format", lambda v: v == FORMAT, repr(FORMAT)) != FORMAT:
         raise ValueError(f"{path} has an unknown format; expected {FORMAT}")
     m = _schema.Fields(path, "metadata['model']", f.get("model", lambda v: isinstance(v, dict), "an object"))
-    model = ModelIdentity(name=m.text("name"), d_model=m.integer("d_model", low=1), n_layers=m.integer("n_layers", low=1),
-                          d_vocab=m.integer("d_vocab", low=1))
+    model = ModelIdentity(name=m.text("name"), d_model=m.integer("d_model", low=1),
+                          n_layers=m.integer("n_layers", low=1), d_vocab=m.integer("d_vocab", low=1))
     m.no_others()
     layer = f.integer("layer", high=model.n_layers)
     if f.text("hook_name") != hook_name(layer):
@@ -212,7 +212,8 @@ def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
                   "[k, d_model]", default=None)
     f.no_others()
     if values.ndim != 2 or not values.is_floating_point():
-        raise ValueError(f"{path}: 'values' must be a 2-D float tensor [k, d_model], got {values.ndim}-D {values.dtype}")
+        raise ValueError(
+            f"{path}: 'values' must be a 2-D float tensor [k, d_model], got {values.ndim}-D {values.dtype}")
     expected = [shape[0] if shape else values.shape[0], model.d_model]
     if list(values.shape) != expected or not 1 <= values.shape[0] <= _schema.MAX_ITEMS:
         raise ValueError(f"{path}: 'values' has shape {list(values.shape)} but the metadata says [k, d_model] = "
