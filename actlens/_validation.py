@@ -2,6 +2,7 @@
 
 import difflib
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 
@@ -73,18 +74,18 @@ def batch_size(value: object, *, name: str = "batch_size") -> int | None:
     """A positive int, or None for "all at once"."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(
             f"{name} must be a positive int or None (all in one batch), got {type(value).__name__} {value!r}; "
             "pass e.g. 8"
         )
-    return value
+    return int(value)
 
 
 def seed(value: object, *, name: str = "seed") -> int:
     """A non-negative int (a bool, a string or a float is refused: ``seed=-1`` would wrap to 2**64-1)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints are fine
         raise TypeError(f"{name} must be a non-negative int, got {type(value).__name__} {value!r}; pass e.g. 0")
     if value < 0 or value >= 2**63:
         raise ValueError(f"{name} must be in [0, 2**63), got {value}; pass e.g. 0")
-    return value
+    return int(value)

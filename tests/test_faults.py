@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -535,6 +536,7 @@ def test_batch_size_must_be_a_positive_int_or_none(llama, value, error):
     with pytest.raises(error, match="batch_size must be a positive int"):
         actlens.mean_diff_vector(llama, [("good", "bad")], 1, batch_size=value)
     assert len(actlens.generate(llama, ["Hi", "Yo"], max_new_tokens=2, batch_size=None).completions) == 2
+    assert len(actlens.generate(llama, ["Hi", "Yo"], max_new_tokens=2, batch_size=np.int64(1)).completions) == 2
 
 
 @pytest.mark.parametrize("value, error, words", [
@@ -551,6 +553,13 @@ def test_seed_must_be_a_non_negative_int(llama, value, error, words):
         actlens.random_like(actlens.actadd_vector(llama, "Love", "Hate", 1), seed=value)
     with pytest.raises(error, match=words):
         Grid([pair_spec("Love", "Hate")], layers=[1], coeffs=[1.0], prompts=["Hi"], seeds=[0], control_seed=value)
+
+
+def test_numpy_integer_seeds_are_accepted(llama):
+    import actlens
+
+    a = actlens.generate(llama, "Hi", max_new_tokens=3, seed=np.int64(7)).tokens
+    assert a == actlens.generate(llama, "Hi", max_new_tokens=3, seed=7).tokens
 
 
 # --- the command line: paths checked before the model loads, one line and exit code 2 ----------
