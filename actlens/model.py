@@ -10,8 +10,14 @@ Hugging Face model in place, and running through those bridge components costs
 whose parameters and buffers are the very same tensors (no copy of the weights). That
 "fast tree" is plain Hugging Face code; a forward pre-hook on each decoder layer hands
 the layer's input to the bridge's own ``blocks.{L}.hook_resid_pre`` HookPoint whenever a
-hook is registered on it. Steering, caching and user hooks therefore go through the
-TransformerLens HookPoints on both paths, and the fast tree runs at Hugging Face speed.
+hook is registered on it (TransformerLens's ``HookPoint.has_hooks``). Steering, caching and
+user hooks therefore go through the TransformerLens HookPoints on both paths, and the fast
+tree runs at Hugging Face speed. ``model.to(...)`` moves the bridge's tensors; before each
+run the fast tree takes up any tensor the move replaced, so the two trees stay one set of
+weights (README, "Internals").
+
+Nothing happens at import: loading is offline through ``local_files_only=True``, and the one
+TransformerLens fix (:mod:`actlens.tl_compat`) is set on each bridge actlens builds or adopts.
 """
 
 import copy
@@ -23,16 +29,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformer_lens import TransformerBridge
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge.sources import build_bridge_from_module
+from transformers.cache_utils import Cache
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # actlens never downloads; fail fast instead of retrying
-
-from transformer_lens import TransformerBridge  # noqa: E402
-from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge  # noqa: E402
-from transformer_lens.model_bridge.sources import build_bridge_from_module  # noqa: E402
-from transformers.cache_utils import Cache  # noqa: E402
-
-from actlens import _validation  # noqa: E402
-from actlens.positions import Positions  # noqa: E402
+from actlens import _validation, tl_compat
+from actlens.positions import Positions
 
 EMBEDDED = "smollm2-135m"
 KNOWN_NAMES = (EMBEDDED, "smollm2-135m-instruct")
@@ -47,25 +50,6 @@ def hook_name(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_pre"
 
 
-# --- TransformerLens 4.3 KV-cache shim ------------------------------------------------
-# transformers 5.2x passes the KV cache to attention modules as `cache=`; TL 4.3.0's
-# AttentionBridge only reads `past_key_values`, so its cache stays empty and cached decoding
-# attends to the newest token only. This is the narrowest fix: forward the one argument.
-# Guarded by tests/test_generation.py::test_bridge_generate_cached_equals_uncached.
-_original_update_kv_cache = AttentionBridge._update_kv_cache
-
-
-def _update_kv_cache(self, *args, **kwargs):
-    if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
-        kwargs["past_key_values"] = kwargs["cache"]
-    return _original_update_kv_cache(self, *args, **kwargs)
-
-
-if not getattr(AttentionBridge, "_actlens_kv_patched", False):
-    AttentionBridge._update_kv_cache = _update_kv_cache
-    AttentionBridge._actlens_kv_patched = True
-
-
 # --- per-model state --------------------------------------------------------------------
 @dataclass
 class State:
@@ -73,6 +57,8 @@ class State:
     fast: nn.Module | None  # the un-rewired Hugging Face tree sharing the bridge's weights
     positions: Positions = field(default_factory=Positions)
     unembedding: dict[str, nn.Module | None] = field(default_factory=dict)  # actlens.readout's checked split
+    # (bridge-side module, fast-tree module, attribute) of every tensor the two trees share
+    shared: list[tuple[nn.Module, nn.Module, str]] = field(default_factory=list)
 
 
 def state(model: TransformerBridge) -> State:
@@ -105,6 +91,7 @@ def _attach(model: TransformerBridge, st: State) -> None:
     ablation, caching) knows the absolute positions of what it sees.
     """
     object.__setattr__(model, "_actlens", st)  # plain attribute, not a submodule
+    tl_compat.apply_kv_shim(model)
     for layer, block in enumerate(model.blocks):
         block.register_forward_pre_hook(record_past(st.positions, layer), with_kwargs=True)
 
@@ -114,7 +101,23 @@ def fast_tree(model: TransformerBridge) -> nn.Module | None:
     (native models, or compatibility mode, whose weight processing the raw tree lacks)."""
     if getattr(model, "compatibility_mode", False):
         return None
-    return state(model).fast
+    st = state(model)
+    if st.fast is not None:
+        _reshare(st.shared)
+    return st.fast
+
+
+def _reshare(shared: list[tuple[nn.Module, nn.Module, str]]) -> None:
+    """Point the fast tree at every tensor the bridge replaced since the last run.
+
+    ``model.to(device or dtype)`` keeps parameter objects (it swaps their data) but puts new
+    tensors in place of buffers (e.g. rotary ``inv_freq``), and torch's overwrite-on-conversion
+    option replaces parameters too; without this the fast tree would keep the old ones.
+    """
+    for owner, fast_module, attr in shared:
+        tensor = getattr(owner, attr)
+        if getattr(fast_module, attr) is not tensor:
+            setattr(fast_module, attr, tensor)
 
 
 def _find_cache(args: tuple, kwargs: dict) -> Cache | None:
@@ -134,11 +137,11 @@ def record_past(positions: Positions, layer: int) -> Callable:
     return pre
 
 
-def _fire_hook_point(hook_point: nn.Module, positions: Positions, layer: int) -> Callable:
+def _fire_hook_point(hook_point: HookPoint, positions: Positions, layer: int) -> Callable:
     record = record_past(positions, layer)
 
     def pre(module, args, kwargs):
-        if not hook_point._forward_hooks:  # nothing registered: pure Hugging Face speed
+        if not hook_point.has_hooks():  # nothing registered: pure Hugging Face speed
             return None
         record(module, args, kwargs)
         if args:
@@ -169,10 +172,13 @@ def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
     hf.eval()  # models built from a config start in train mode (dropout)
     shared = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
     fast = copy.deepcopy(hf, memo=shared)  # new modules, the same parameter and buffer tensors
+    slots = [(mine, theirs, attr)  # recorded before the bridge rewires hf's tree
+             for mine, theirs in zip(hf.modules(), fast.modules(), strict=True)
+             for attr, _ in (*mine.named_parameters(recurse=False), *mine.named_buffers(recurse=False))]
     bridge = build_bridge_from_module(
         hf, type(hf).__name__, hf_config=hf.config, tokenizer=tokenizer, model_name=name
     ).eval()
-    st = State(name=name, fast=fast)
+    st = State(name=name, fast=fast, shared=slots)
     _attach(bridge, st)
     for layer, module in enumerate(_decoder_layers(fast)):
         hook_point = bridge.hook_dict[hook_name(layer)]
@@ -262,13 +268,14 @@ def load_model(
 
     if device_map is None:
         hf = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=dtype or torch.float32, device_map=None
+            directory, dtype=dtype or torch.float32, device_map=None, local_files_only=True
         ).to(device or "cpu")
     else:  # Accelerate places the weights; never .to() afterwards
         hf = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=dtype or torch.float32, device_map=device_map, max_memory=max_memory
+            directory, dtype=dtype or torch.float32, device_map=device_map, max_memory=max_memory,
+            local_files_only=True,
         )
-    tok = tokenizer or AutoTokenizer.from_pretrained(directory)
+    tok = tokenizer or AutoTokenizer.from_pretrained(directory, local_files_only=True)
     return wrap_hf(hf, tok, name=EMBEDDED if name.lower() in KNOWN_NAMES else name)
 
 
@@ -348,7 +355,7 @@ def hooks_registered(model: TransformerBridge) -> int:
     0
     """
     unique = {id(hp): hp for hp in model.hook_dict.values()}
-    return sum(len(hp._forward_hooks) for hp in unique.values())
+    return sum(len(hp.fwd_hooks) for hp in unique.values())
 
 
 def n_layers(model: TransformerBridge) -> int:

@@ -20,7 +20,7 @@
 # completions, look at the vector's norms and its per-token KL against a random control, and save it.
 #
 # **What you need.**
-# - **The weights on disk.** actlens never downloads (it sets `HF_HUB_OFFLINE=1`). A name such as `"gpt2-xl"` is
+# - **The weights on disk.** actlens never downloads (it loads with `local_files_only=True`). A name such as `"gpt2-xl"` is
 #   looked up in the local Hugging Face cache (`~/.cache/huggingface/hub`, or `$HF_HOME`); a path is used as a
 #   directory with `config.json`, the tokenizer files and the weights. To fill the cache, on a machine with internet
 #   and under the same name you will load:
