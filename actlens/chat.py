@@ -148,8 +148,9 @@ def user_span(model: TransformerBridge, conversation: Conversation, *,
     """The last user turn's content as a slice ``(start, stop)`` of the prompt's positions.
 
     ``start`` counts from the prompt's first token (0), ``stop`` is negative (from the
-    prompt's end; ``None`` when the template writes nothing after the user turn), so one span serves a batch of prompts that share the system prompt and
-    template; pass it as ``span=`` to steer only the user's words.
+    prompt's end; ``None`` when the template writes nothing after the user turn), so one
+    span serves a batch of prompts that share the system prompt and template; pass it as
+    ``span=`` to steer only the user's words.
 
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model()
@@ -169,10 +170,29 @@ def user_span(model: TransformerBridge, conversation: Conversation, *,
     return len(head), -len(tail) if tail else None
 
 
+def end_of_turn(model: TransformerBridge) -> int | None:
+    """The special token the template closes an assistant turn with (None if it writes none).
+
+    A chat reply ends there; for SmolLM2 (``<|im_end|>``) and the tiny models it is also EOS,
+    for templates such as Llama 3's (``<|eot_id|>``) it is not.
+
+    >>> from actlens.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> end_of_turn(model) == model.tokenizer.eos_token_id
+    True
+    """
+    marker = "\x00actlens\x00"
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+    text = model.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    after = token_ids(model, text.partition(marker)[2])
+    special = set(getattr(model.tokenizer, "all_special_ids", ()))
+    return after[0] if after and after[0] in special else None
+
+
 def reply_display(conversation: Conversation) -> str:
     """The last user turn's text (what a chat generation shows as its prompt)."""
     return messages(conversation)[-1]["content"]
 
 
-__all__ = ["ROLES", "Conversation", "Role", "answer_prefix", "conversations", "encode", "messages", "render",
-           "reply_display", "template", "template_id", "token_ids", "user_span"]
+__all__ = ["ROLES", "Conversation", "Role", "answer_prefix", "conversations", "encode", "end_of_turn", "messages",
+           "render", "reply_display", "template", "template_id", "token_ids", "user_span"]

@@ -155,7 +155,8 @@ class Scope:
         if start == 0 and not self.include_bos:
             raise ValueError("span starts at 0, which is BOS; start it at 1, or pass include_bos=True to steer BOS too")
         if stop is not None and 0 <= stop <= start:
-            raise ValueError(f"span {tuple(span)} is empty; stop must be greater than start (or negative, from the end)")
+            raise ValueError(f"span {tuple(span)} is empty; stop must be greater than start (or negative: from the "
+                             "prompt's end)")
         object.__setattr__(self, "span", (start, stop))
 
     @property
