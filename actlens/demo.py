@@ -156,7 +156,7 @@ def measure(model, candidates=CANDIDATES, prompts=EVAL_PROMPTS, seeds=(0, 1, 2),
 
 
 def summarise(frame):
-    """Mean sentiment with 95% bootstrap CIs, and the paired shift against unsteered."""
+    """Mean sentiment with 95% bootstrap CIs, the paired shift against unsteered, and mean words per completion."""
     import pandas as pd
 
     base = frame[frame.condition == "unsteered"].set_index(["prompt", "seed"]).sentiment
@@ -167,7 +167,8 @@ def summarise(frame):
         lo, hi = metrics.bootstrap_ci(scores)
         slo, shi = metrics.bootstrap_ci(shift)
         out.append(dict(condition=condition, n=len(scores), mean=scores.mean(), ci_low=lo, ci_high=hi,
-                        shift=shift.mean(), shift_low=slo, shift_high=shi))
+                        shift=shift.mean(), shift_low=slo, shift_high=shi,
+                        words=float(group.completion.str.split().str.len().mean())))
     return pd.DataFrame(out)
 
 
