@@ -225,6 +225,8 @@ def generate(
                              max_new_tokens=max_new_tokens) for e, t in zip(encoded, texts, strict=True)]
     ids = [b.tokens[0].tolist() for b in rows]
 
+    turn_end = chat_.end_of_turn(model) if chat and stop_at_eos else None
+
     def run(steered: bool) -> Generation:
         out: list[list[int]] = []
         size = batch_size or len(ids)
@@ -235,6 +237,8 @@ def generate(
                 with _steered(model, vector if steered else None, coeff, align, position, scope):
                     out += _decode(model, chunk, max_new_tokens, temperature, top_p, freq_penalty,
                                    use_cache, stop_at_eos)
+        if turn_end is not None:  # a reply ends at its end-of-turn token even where that is not EOS (Llama 3)
+            out = [_until_eos(row, turn_end) for row in out]
         completions = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
         return Generation(texts, completions, out, settings | {"steered": steered})
 

@@ -149,3 +149,14 @@ def test_chat_measurement_runs_on_a_tiny_model(tiny_models):
     table = demo.summarise(frame)
     assert len(table) == 9 and set(table.n) == {2}  # unsteered + 2 vectors x 2 phases x (vector, random)
     assert frame.settings.iloc[-1]["phase"] == "generation" and frame.settings.iloc[-1]["chat_template"]
+
+
+def test_reply_ends_at_the_end_of_turn_token_even_when_it_is_not_eos(tiny_models, monkeypatch):
+    model = tiny_models["gpt2"]
+    kw = dict(chat=True, temperature=0, max_new_tokens=12)
+    full = actlens.generate(model, "Hello", stop_at_eos=False, **kw).tokens[0]  # the raw continuation
+    stop = full[3]
+    monkeypatch.setattr(chat, "end_of_turn", lambda m: stop)  # a template whose turns end with another token
+    want = full[:full.index(stop)]
+    eos = model.tokenizer.eos_token_id
+    assert actlens.generate(model, "Hello", **kw).tokens[0] == (want[:want.index(eos)] if eos in want else want)
