@@ -6,6 +6,7 @@ The data flow: prompts (raw or chat-templated) -> activations -> vectors -> inte
 from actlens.activations import resid_pre
 from actlens.chat_vectors import chat_actadd_vector, chat_mean_diff_vector
 from actlens.cosine import cosine_across_layers
+from actlens.distributed import RayWorkers
 from actlens.generation import Generation, PairedGeneration, generate, steered_logits
 from actlens.intervene import steer
 from actlens.kl import kl_per_token
@@ -24,6 +25,7 @@ __all__ = [
     "Generation",
     "ModelIdentity",
     "PairedGeneration",
+    "RayWorkers",
     "SteeringVector",
     "__version__",
     "actadd_vector",

@@ -38,6 +38,7 @@ class Job:
     estimate: bool = False
     name: str = ""
     estimates: dict = field(default_factory=dict)
+    pool: object = None  # an actlens.distributed.RayWorkers: the sweeps run on its workers (--backend ray)
 
     @property
     def n_layers(self) -> int:
@@ -63,8 +64,8 @@ class Job:
         path = self.out / f"{name}.completions.jsonl"
         if self.estimate:
             return _estimate(self, name, grid, path)
-        return sweeps.sweep(self.model, grid, sampling=self.sampling(), out=path, batch_size=self.batch_size,
-                            progress=self.progress)
+        return sweeps.sweep(self.pool or self.model, grid, sampling=self.sampling(), out=path,
+                            batch_size=self.batch_size, progress=self.progress)
 
 
 @dataclass
@@ -84,8 +85,8 @@ def _estimate(job: Job, name: str, grid: sweeps.Grid, path: Path) -> sweeps.Swee
     n_rows = len(grid.settings()) * len(grid.prompts) * len(grid.seeds)
     first = min(job.batch_size, n_rows)
     started = time.perf_counter()
-    result = sweeps.sweep(job.model, grid, sampling=job.sampling(), out=path, batch_size=first, progress=False,
-                          limit=first)
+    result = sweeps.sweep(job.pool or job.model, grid, sampling=job.sampling(), out=path, batch_size=first,
+                          progress=False, limit=first)
     per_row = (time.perf_counter() - started) / max(result.computed, 1)
     remaining = n_rows - len(result.records)
     job.estimates[name] = dict(rows=n_rows, done=len(result.records), seconds_per_row=per_row,

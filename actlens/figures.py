@@ -8,6 +8,10 @@ metrics). ``manifest.json`` records per figure the configuration, seeds, model a
 library versions, git commit, a sha256 of the data file and the PNG status; ``README.md`` says
 what each figure shows, with the measured numbers.
 
+``--backend ray`` runs the sampling sweeps on Ray workers that each load the same model
+(:mod:`actlens.distributed`; ``--workers N``, ``RAY_ADDRESS`` for a cluster): the same rows and
+the same files, with this process the only writer of the ``.completions.jsonl`` files.
+
 ``--smoke`` runs every figure on tiny settings for CI: by default on a tiny random-weight Llama
 (``--model tiny``), so it needs neither the embedded model nor much time. Without a browser
 (or kaleido) PNGs are skipped and recorded so in the manifest, one line says how to get them
@@ -54,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="rows per generate call")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 with --smoke on a tiny model)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where the sampling sweeps run: this process, or Ray workers that each load the model "
+                   "(pip install 'actlens[ray]'; RAY_ADDRESS for a cluster)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray workers with --backend ray (default: one per GPU, else one per CPU)")
     p.add_argument("--estimate", action="store_true", help="time one batch per sweep and project the full run")
     p.add_argument("--list", action="store_true", help="list the figure ids and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -221,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         ids = selected(args.only)
-        for flag in ("samples", "max_new_tokens", "layer_step", "batch_size", "threads"):
+        if args.workers is not None and args.backend != "ray":
+            raise ValueError("--workers applies to --backend ray")
+        for flag in ("samples", "max_new_tokens", "layer_step", "batch_size", "threads", "workers"):
             value = getattr(args, flag)
             if value is not None and value < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
@@ -252,14 +263,44 @@ def _run(args: argparse.Namespace, ids: list[str]) -> int:
         print(f"actlens figures: no PNGs: {png}", file=sys.stderr, flush=True)
     from actlens.figure_jobs import Job
 
+    try:
+        pool = workers(args, name)
+    except (ImportError, ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
+        print(f"actlens figures: error: cannot start Ray workers: {err}", file=sys.stderr)
+        return 2
     job = Job(model=model, smoke=args.smoke, out=out, samples=args.samples, max_new_tokens=args.max_new_tokens,
               layer_step=args.layer_step, batch_size=args.batch_size, progress=not args.no_progress,
-              estimate=args.estimate, name=name)
+              estimate=args.estimate, name=name, pool=pool)
+    try:
+        return _figures(args, ids, job, out, png)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def workers(args: argparse.Namespace, name: str):
+    """With ``--backend ray``, Ray workers that load the same model as this process (None otherwise)."""
+    if args.backend != "ray":
+        return None
+    import functools
+
+    from actlens.distributed import RayWorkers
+    from actlens.tiny import tiny_model
+
+    source = functools.partial(tiny_model, TINY[name]) if name in TINY else name  # what load() gives this process
+    pool = RayWorkers(source, args.workers)
+    print(f"actlens figures: {pool.workers} Ray worker(s) loaded the model in {pool.startup_s:.0f} s",
+          file=sys.stderr, flush=True)
+    return pool
+
+
+def _figures(args: argparse.Namespace, ids: list[str], job, out: Path, png: str | None) -> int:
+    model, name = job.model, job.name
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest.update(format="actlens.figures/1", model=model_info(model, name), git=git_state(),
                     versions={lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
-                    smoke=args.smoke)
+                    smoke=args.smoke, sweep_backend=args.backend)
     manifest.setdefault("figures", {})
     failed, timings = [], {}
     for fig_id in ids:

@@ -16,6 +16,7 @@ to a JSON-lines file at once; running the same sweep again skips the rows alread
 an interrupted sweep resumes where it stopped and loses no finished row.
 """
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ Condition = Literal["unsteered", "steered", "random", "prompting"]
 Control = Literal["unsteered", "random", "prompting"]
 CONTROLS: tuple[str, ...] = get_args(Control)
 Mode = Literal["batched", "separate"]
+Backend = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,62 @@ def _built(spec: VectorSpec, model: TransformerBridge, layer: int) -> SteeringVe
     return vector
 
 
+def sweep_config(model: TransformerBridge, grid: Grid, sampling: Sampling, metric_names: Sequence[str]) -> dict:
+    """What a sweep's store is keyed by (grid, sampling, metrics, model); checks the grid's layers exist."""
+    for layer in grid.layers:
+        check_layer(model, layer)
+    return dict(kind="generation_sweep", grid=grid.config(), sampling=vars(sampling).copy() | {"sampler": SAMPLER},
+                metrics=sorted(metric_names), model=fingerprint(model))
+
+
+Row = tuple[Setting, str, int]  # (setting, prompt, seed): one completion
+
+
+def grid_rows(grid: Grid) -> list[Row]:
+    """Every completion of ``grid`` in the order of :meth:`SweepResult.completions`."""
+    return [(s, p, seed) for s in grid.settings() for p in grid.prompts for seed in grid.seeds]
+
+
+def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampling: Sampling,
+             metrics: Mapping[str, Callable[[str], float]], vector_cache: dict | None = None) -> list[dict]:
+    """Sample and score ``rows`` of ``grid`` in one generate call: one record per row.
+
+    ``vector_cache`` (a dict kept between calls) holds the vectors built so far.
+    """
+    vectors = _Vectors(model, grid, {} if vector_cache is None else vector_cache)
+    requests = [vectors.request(s) for s, _, _ in rows]
+    texts = [f"{_spec(grid, s).prefix}{p}" if s.condition == "prompting" else p for s, p, _ in rows]
+    encoded = encode_rows(model, texts, requests, max_new_tokens=sampling.max_new_tokens)
+    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows],
+                        max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                        top_p=sampling.top_p, freq_penalty=sampling.freq_penalty, stop_at_eos=sampling.stop_at_eos)
+    records = []
+    for (s, p, seed), tokens in zip(rows, new, strict=True):
+        text = model.tokenizer.decode(tokens, skip_special_tokens=True)
+        rec = _record(s, p, seed) | dict(completion=text, n_tokens=len(tokens))
+        records.append(rec | {name: float(fn(text)) for name, fn in metrics.items()})
+    return records
+
+
+@dataclass
+class _Local:
+    """The local backend: this process, ``model`` already loaded."""
+
+    model: TransformerBridge
+    mode: str
+
+    def config(self, grid: Grid, sampling: Sampling, names: Sequence[str]) -> dict:
+        return sweep_config(self.model, grid, sampling, names)
+
+    def run(self, grid: Grid, todo: list[Row], *, sampling: Sampling, metrics: Mapping, batch_size: int):
+        cache: dict = {}
+        vectors = _Vectors(self.model, grid, cache)
+        for s in {s for s, _, _ in todo}:  # build vectors (and surface bad specs or prompts) before any decoding
+            vectors.request(s)
+        for chunk in _chunks(todo, batch_size, self.mode, grid):
+            yield chunk, run_rows(self.model, grid, chunk, sampling=sampling, metrics=metrics, vector_cache=cache)
+
+
 def sweep(
     model: TransformerBridge,
     grid: Grid,
@@ -264,10 +322,14 @@ def sweep(
     mode: Mode = "batched",
     progress: bool = True,
     limit: int | None = None,
+    backend: Backend | None = None,
+    workers: int | None = None,
 ) -> SweepResult:
     """Sample and score one completion per (setting, prompt, seed) of ``grid``.
 
     Args:
+        model: a loaded model; with ``backend="ray"`` instead what each worker loads (a name or
+            path, a zero-argument factory) or a started :class:`actlens.distributed.RayWorkers`.
         sampling: decoding settings (the paper's by default).
         metrics: name -> function of the completion text (default :data:`actlens.metrics.TEXT_METRICS`).
         out: a ``.jsonl`` file; finished rows are appended as they come and rows already there are
@@ -281,6 +343,10 @@ def sweep(
         progress: show a tqdm bar.
         limit: compute at most this many new rows (a partial run, e.g. to time a sweep); the result
             holds only the rows done so far.
+        backend: ``"local"`` (this process; the default) or ``"ray"`` (the default for a pool): shards
+            of rows computed by Ray actors, each holding one copy of the model (:mod:`actlens.distributed`);
+            same rows, same numbers, and this process is the only writer of ``out``.
+        workers: with ``backend="ray"``, how many actors (default: one per GPU, else one per CPU, at most 8).
 
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model()
@@ -292,60 +358,68 @@ def sweep(
     True
     """
     _validation.choice("mode", mode, get_args(Mode))
+    from actlens.distributed import RayWorkers  # imports Ray only when it starts workers
+
+    if backend is None:
+        backend = "ray" if isinstance(model, RayWorkers) else "local"
+    _validation.choice("backend", backend, get_args(Backend))
     batch_size = _validation.positive_int("batch_size", batch_size)
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be an actlens.sweeps.Grid, got {type(grid).__name__}")
     if not isinstance(sampling, Sampling):
         raise TypeError(f"sampling must be an actlens.sweeps.Sampling, got {type(sampling).__name__}")
-    for layer in grid.layers:
-        check_layer(model, layer)
     fns = dict(metrics or _metrics.TEXT_METRICS)
-    config = dict(kind="generation_sweep", grid=grid.config(), sampling=vars(sampling).copy() | {"sampler": SAMPLER},
-                  metrics=sorted(fns), model=fingerprint(model))
+    if backend == "ray":
+        if mode != "batched":
+            raise ValueError(f"backend='ray' runs batched shards; mode={mode!r} is the local speed baseline only")
+        runner = RayWorkers.of(model, workers)  # the caller's pool, or a new one closed at the end
+        scope = contextlib.nullcontext() if runner is model else contextlib.closing(runner)
+    else:
+        if workers is not None:
+            raise ValueError(f"workers={workers!r} applies to backend='ray'; pass backend='ray' or drop workers")
+        if not isinstance(model, TransformerBridge):
+            raise TypeError(f"backend='local' needs a loaded model (actlens.load_model(...)), got "
+                            f"{type(model).__name__}; pass backend='ray' to load it in Ray workers")
+        runner, scope = _Local(model, mode), contextlib.nullcontext()
+    with scope:
+        return _run(runner, backend, grid, sampling, fns, out, batch_size, progress, limit)
+
+
+def _run(runner, backend: str, grid: Grid, sampling: Sampling, fns: dict, out, batch_size: int, progress: bool,
+         limit: int | None) -> SweepResult:
+    config = runner.config(grid, sampling, sorted(fns))
     store = Store(out, config, key=_key) if out is not None else None
     try:
-        return _run(model, grid, sampling, fns, config, store, batch_size, mode, progress, limit)
+        return _resume(runner, backend, grid, sampling, fns, config, store, batch_size, progress, limit)
     finally:
         if store is not None:
             store.close()
 
 
-def _run(model, grid, sampling, fns, config, store, batch_size, mode, progress, limit) -> "SweepResult":
+def _resume(runner, backend: str, grid: Grid, sampling: Sampling, fns: dict, config: dict, store: Store | None,
+            batch_size: int, progress: bool, limit: int | None) -> SweepResult:
     done = store.records() if store is not None else {}
-    vectors = _Vectors(model, grid)
-    todo = [(s, p, seed) for s in grid.settings() for p in grid.prompts for seed in grid.seeds
-            if _key(_record(s, p, seed)) not in done]
+    everything = grid_rows(grid)
+    todo = [row for row in everything if _key(_record(*row)) not in done]
     if limit is not None:
         todo = todo[:_validation.positive_int("limit", limit)]
-    for s in {s for s, _, _ in todo}:  # build vectors (and surface bad specs or prompts) before any decoding
-        vectors.request(s)
     started = time.perf_counter()
     fresh: dict[tuple, dict] = {}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="sweep", unit="completion", disable=not progress or not todo)
-    for chunk in _chunks(todo, batch_size, mode, grid):
-        requests = [vectors.request(s) for s, _, _ in chunk]
-        texts = [f"{_spec(grid, s).prefix}{p}" if s.condition == "prompting" else p for s, p, _ in chunk]
-        rows = encode_rows(model, texts, requests, max_new_tokens=sampling.max_new_tokens)
-        new = generate_rows(model, rows, requests, [key_seed(seed, p) for _, p, seed in chunk],
-                            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                            top_p=sampling.top_p, freq_penalty=sampling.freq_penalty, stop_at_eos=sampling.stop_at_eos)
-        records = []
-        for (s, p, seed), tokens in zip(chunk, new, strict=True):
-            text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-            rec = _record(s, p, seed) | dict(completion=text, n_tokens=len(tokens))
-            rec |= {name: float(fn(text)) for name, fn in fns.items()}
-            if _key(rec) not in done and _key(rec) not in fresh:
-                records.append(rec)
-                fresh[_key(rec)] = rec
+    for sent, computed in runner.run(grid, todo, sampling=sampling, metrics=fns, batch_size=batch_size):
+        if [_key(r) for r in computed] != [_key(_record(*row)) for row in sent]:  # e.g. from another worker version
+            raise RuntimeError(f"the {backend} backend returned {len(computed)} records that do not match the "
+                               f"{len(sent)} rows sent; nothing of them was stored")
+        records = [r for r in computed if _key(r) not in done and _key(r) not in fresh]
+        fresh.update((_key(r), r) for r in records)
         if store is not None and records:
             store.append(records)
-        bar.update(len(chunk))
+        bar.update(len(sent))
     bar.close()
     done.update(fresh)
-    order = {(_key(_record(s, p, seed))): i for i, (s, p, seed) in
-             enumerate((s, p, seed) for s in grid.settings() for p in grid.prompts for seed in grid.seeds)}
+    order = {_key(_record(*row)): i for i, row in enumerate(everything)}
     records = sorted((r for r in done.values() if _key(r) in order), key=lambda r: order[_key(r)])
     return SweepResult(tuple(records), tuple(fns), config, time.perf_counter() - started, len(fresh))
 
@@ -428,5 +502,8 @@ __all__ = [
     "compare_batched",
     "mean_diff_spec",
     "pair_spec",
+    "grid_rows",
+    "run_rows",
     "sweep",
+    "sweep_config",
 ]

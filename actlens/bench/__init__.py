@@ -16,7 +16,8 @@ Rows (``--rows``, patterns over ``group/name``):
   ``control=False``).
 * ``sweep/*`` — one sampled sweep grid (:func:`actlens.bench.extra.sweep_grid`, 68
   completions of ``--sweep-tokens`` tokens) run one setting at a time (the baseline) and
-  batched; the check round asserts identical completions.
+  batched; the check round asserts identical completions. Opt-in (named in ``--rows``):
+  ``sweep/ray-2workers``, the batched sweep on two Ray workers of one thread each.
 
 Every ratio is the median over repeats of ``baseline time / row time`` from the same
 repeat, with its interquartile range; targets (:data:`actlens.bench.report.TARGETS`) are
@@ -31,6 +32,7 @@ Examples::
     actlens bench --smoke --model tiny --out /tmp/bench          # a few seconds
     actlens bench --model smollm2-135m --out figures/bench        # the CPU targets
     actlens bench --model llama-1b-random --device cuda --out figures/bench-gpu
+    actlens bench --rows 'sweep/batched,sweep/ray-2workers' --threads 1 --out figures/bench-ray
 """
 
 import argparse
@@ -105,13 +107,23 @@ def _settings(args) -> dict:
 
 
 def select_rows(patterns: str) -> list:
-    """Rows matching any pattern (by ``group/name`` or ``name``), plus the baselines of their groups."""
+    """Rows matching any pattern (by ``group/name`` or ``name``), plus the baselines of their groups.
+
+    Opt-in rows need a pattern that contains their name (``sweep/ray-2workers``, ``ray*``), not just ``*``.
+    """
     pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [r for r in ROWS.values() if any(fnmatch.fnmatch(r.id, p) or fnmatch.fnmatch(r.name, p) for p in pats)]
+    chosen = [r for r in ROWS.values() if any(_selects(p, r) for p in pats)]
     if not chosen:
         raise ValueError(f"--rows {patterns!r} matches no row; rows are {list(ROWS)}")
     groups = {r.group for r in chosen}
     return [r for r in ROWS.values() if r in chosen or (r.baseline and r.group in groups)]
+
+
+def _selects(pattern: str, r) -> bool:
+    if not (fnmatch.fnmatch(r.id, pattern) or fnmatch.fnmatch(r.name, pattern)):
+        return False
+    literal = pattern.rsplit("/", 1)[-1].replace("*", "").replace("?", "")
+    return not r.opt_in or bool(literal) and literal in r.name
 
 
 def run(args) -> dict:
@@ -163,6 +175,8 @@ def run(args) -> dict:
         tokens = getattr(thunks[(case, r)], "tokens_per_call", None)  # rows on text set their own count
         rec = report.record(r, case, secs, seconds.get((case, base)), tokens_per_call=tokens)
         rec["peak_extra_bytes"] = peaks.get((case, r))
+        if hasattr(thunks[(case, r)], "startup_s"):  # Ray workers loading the model, before any timed call
+            rec["startup_s"] = round(thunks[(case, r)].startup_s, 2)
         rec |= meta.get((case, r), {})
         if r.name in ("actlens-resid_pre", "tl-run_with_cache"):
             rec["cached_activation_bytes"] = cached_activation_bytes(work, case)

@@ -1,8 +1,9 @@
 """Rows for the analysis modules: per-token KL (:mod:`actlens.kl`) and sweeps (:mod:`actlens.sweeps`).
 
 The ``sweep`` group times one sampled grid (:func:`sweep_grid`) run batched against one setting
-at a time (``mode="separate"``, the baseline); the check round asserts that both give the
-same completions.
+at a time (``mode="separate"``, the baseline), and, when asked for (``--rows 'sweep/*,ray-2workers'``),
+on two Ray workers of one torch thread each (:mod:`actlens.distributed`; their start-up, loading
+the model, is timed apart); the check round asserts that all give the same completions.
 
 They run on text, not token ids, so each builds English-like prompts of about the case's
 length (:func:`texts`) and sets ``tokens_per_call`` on its thunk to the tokens it really
@@ -117,3 +118,40 @@ row("sweep", "separate", "sweep, one setting at a time (each with its unsteered 
     baseline=True, optional=True)(_sweep_mode("separate"))
 row("sweep", "batched", "sweep, batched (settings on the batch dimension, unsteered once)",
     optional=True)(_sweep_mode("batched"))
+
+
+def worker_model(name: str, dtype: str):
+    """What a Ray worker of the ``ray-2workers`` row loads: the bench's own build of ``name`` on CPU."""
+    from actlens.bench.models import build
+
+    return build(name, torch.device("cpu"), getattr(torch, dtype)).model
+
+
+@row("sweep", "ray-2workers", "sweep, batched, on 2 Ray workers (1 torch thread each; start-up timed apart)",
+     optional=True, opt_in=True)
+def _sweep_ray(w: Workload, case: Case):
+    import functools
+
+    from actlens.sweeps import Sampling, sweep
+
+    try:
+        from actlens.distributed import RayWorkers, import_ray
+
+        import_ray()
+    except ImportError as err:
+        raise Unavailable(str(err)) from err
+    if w.setup.device.type != "cpu":
+        raise Unavailable("the Ray row runs CPU workers; time GPUs with one worker per GPU on a cluster")
+    grid = sweep_grid(w.setup.model)
+    sampling = Sampling(max_new_tokens=case.new_tokens, stop_at_eos=False)
+    source = functools.partial(worker_model, w.setup.name, str(w.setup.dtype).removeprefix("torch."))
+    pool = RayWorkers(source, workers=2, threads=1)
+
+    def run():
+        result = sweep(pool, grid, sampling=sampling, metrics={"n_chars": len}, batch_size=case.batch,
+                       progress=False)
+        return [r["completion"] for r in result.records]
+
+    run.tokens_per_call = case.batch * case.new_tokens
+    run.startup_s = pool.startup_s  # the thunk holds the pool: its workers live as long as the row
+    return run

@@ -42,6 +42,8 @@ TARGETS = (
     Target("resid_pre of every layer <= 1.1x plain actlens.forward", "forward", "actlens-resid_pre", "actlens", "time", 1.10),
     Target("batched sweep >= 5x the throughput of one setting at a time", "sweep", "batched", "separate",
            "throughput", 5.0),
+    Target("2 Ray workers >= 1.6x one process (1 thread each: --threads 1)", "sweep", "ray-2workers", "batched",
+           "throughput", 1.6),
     Target("kl_per_token (steered vs unsteered) >= 0.9x the throughput of 2 raw HF forwards", "forward",
            "kl_per_token-nocontrol", "hf", "throughput", 0.9, passes=2),
     Target("kl_per_token with its random control >= 0.9x the throughput of 3 raw HF forwards", "forward",
@@ -227,10 +229,13 @@ def markdown(result: dict) -> str:
             for r in result["rows"] if "same_tokens_as_baseline" in r]
     if same:
         lines += ["", "Greedy tokens identical to raw HF generate: " + "; ".join(same) + "."]
-    agree = [f"{r['case']}: {'yes' if r['same_completions_as_baseline'] else 'NO'}"
+    agree = [f"{r['label']} @ {r['case']}: {'yes' if r['same_completions_as_baseline'] else 'NO'}"
              for r in result["rows"] if "same_completions_as_baseline" in r]
     if agree:
-        lines += ["", "Batched sweep completions identical to one setting at a time: " + "; ".join(agree) + "."]
+        lines += ["", "Sweep completions identical to one setting at a time: " + "; ".join(agree) + "."]
+    startup = [f"{r['label']}: {r['startup_s']:.1f} s" for r in result["rows"] if "startup_s" in r]
+    if startup:
+        lines += ["", "Worker start-up (loading the model; not in the timings): " + "; ".join(startup) + "."]
     lines += [
         "",
         "| target | case | paired median [IQR] [min-max] vs limit | result |",

@@ -87,6 +87,7 @@ class Row:
     make: Callable[[Workload, Case], Callable[[], object]]
     baseline: bool = False
     optional: bool = False  # may be skipped (Unavailable) without failing the run
+    opt_in: bool = False  # runs only when a --rows pattern names it (starts other processes: Ray workers)
 
     @property
     def id(self) -> str:
@@ -96,11 +97,12 @@ class Row:
 ROWS: dict[str, Row] = {}
 
 
-def row(group: str, name: str, label: str, *, baseline: bool = False, optional: bool = False):
+def row(group: str, name: str, label: str, *, baseline: bool = False, optional: bool = False,
+        opt_in: bool = False):
     """Register a row function under ``group/name`` (the order of registration is the table's order)."""
 
     def register(fn):
-        r = Row(group, name, label, fn, baseline, optional)
+        r = Row(group, name, label, fn, baseline, optional, opt_in)
         ROWS[r.id] = r
         return fn
 
