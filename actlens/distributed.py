@@ -187,7 +187,7 @@ class RayWorkers:
     TypeError: backend='ray' loads the model in every worker, so pass what to load, not a loaded model ...
     >>> RayWorkers("smollm2-135m", workers=0)
     Traceback (most recent call last):
-    ValueError: workers must be a positive int, got 0
+    ValueError: workers must be a positive int, got int 0; pass e.g. 8
     """
 
     model: Source

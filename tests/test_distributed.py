@@ -70,7 +70,7 @@ def test_bad_input_is_refused_before_ray_starts(tiny_models, monkeypatch):
     model = tiny_models["llama"]
     with pytest.raises(TypeError, match="not a loaded model.*functools.partial"):
         sweep(model, GRID, backend="ray", workers=2)
-    with pytest.raises(ValueError, match="workers must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="workers must be a positive int, got int 0"):
         sweep(FACTORY, GRID, backend="ray", workers=0)
     with pytest.raises(TypeError, match="must take no arguments"):
         sweep(lambda arch: tiny_model(arch), GRID, backend="ray")
