@@ -65,7 +65,13 @@ def connect(address: str | None = None, *, timeout: float = 30.0):
         return ray
     if address not in (None, "local"):
         _reachable(address, timeout)
-    ray.init(address=address or "local", include_dashboard=False, logging_level="warning")
+    if address in (None, "local"):
+        # Ray starts workers at niceness 15 (to shield its own daemons); ours are the job's compute and
+        # would lose every CPU contest with ordinary processes, so the local instance runs them at 0.
+        ray.init(address="local", include_dashboard=False, logging_level="warning",
+                 _system_config={"worker_niceness": 0})
+    else:
+        ray.init(address=address, include_dashboard=False, logging_level="warning")
     return ray
 
 
