@@ -177,3 +177,16 @@ def test_bad_sweep_arguments_raise(tiny_models):
         sweep(model, _grid(), mode="parallel", progress=False)
     with pytest.raises(TypeError, match="Grid"):
         sweep(model, {"layers": [1]}, progress=False)
+
+
+def test_scoped_sweep_batched_equals_separate_and_the_phase_matters(tiny_models):
+    model = tiny_models["llama"]
+    pairs = [("I love it", "I hate it")]
+    grid = _grid(vectors=[mean_diff_spec(pairs, name="gen", phase="generation"),
+                          mean_diff_spec(pairs, name="both")])
+    check = compare_batched(model, grid, sampling=SHORT, batch_size=64)
+    assert check.identical and check.max_abs_diff == 0.0
+    wide = sweep(model, grid, sampling=SHORT, progress=False).completions()
+    steered = wide[wide.condition == "steered"]
+    assert (steered[steered.vector == "gen"].completion.tolist()
+            != steered[steered.vector == "both"].completion.tolist())
