@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -478,9 +479,16 @@ def test_corrupt_line_names_file_and_line_number(llama, tmp_path, line, words):
         _sweep(llama, out)
 
 
-def test_sigkill_mid_sweep_then_resume_gives_identical_results(llama, tmp_path):
-    """A sweep killed with SIGKILL at a random moment resumes to exactly the uninterrupted results."""
-    out = tmp_path / "s.jsonl"
+def _sweep_in_child(llama, out: Path) -> int:
+    """Start ``_sweep(..., seeds=range(10), batch_size=1)`` in another process; return its pid."""
+    if threading.active_count() == 1:  # fork only when no other thread can hold a lock: no second start-up
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _sweep(llama, out, seeds=range(10), batch_size=1)
+            finally:
+                os._exit(0)
+        return pid
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -491,14 +499,20 @@ def test_sigkill_mid_sweep_then_resume_gives_identical_results(llama, tmp_path):
         from test_faults import _sweep
         _sweep(tiny_model("llama"), Path({str(out)!r}), seeds=range(10), batch_size=1)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL).pid
+
+
+def test_sigkill_mid_sweep_then_resume_gives_identical_results(llama, tmp_path):
+    """A sweep killed with SIGKILL mid-run resumes to exactly the uninterrupted results."""
+    out = tmp_path / "s.jsonl"
+    pid = _sweep_in_child(llama, out)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
         if out.exists() and len(out.read_bytes().splitlines()) >= 4:  # header + 3 rows: mid-sweep
             break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
     written = len(out.read_bytes().splitlines()) - 1
     assert 3 <= written < 40, "the sweep should have been killed midway"
     resumed = _sweep(llama, out, seeds=range(10))
