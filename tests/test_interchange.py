@@ -195,6 +195,26 @@ def test_pt_matches_steering_vectors_library(tiny_models, tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_include_bos_is_llama_cpp_s_window(tiny_models, tmp_path):
+    """llama.cpp (and steering-vectors' default apply) add at every position, BOS included: include_bos=True."""
+    import steering_vectors as sv_lib
+    from actlens.tiny import tiny_hf
+
+    model = tiny_models["llama"]
+    hf, _ = tiny_hf("llama")
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(3))
+    sv = sv_lib.SteeringVector(layer_activations={1: direction}, layer_type="decoder_block")
+    torch.save(sv.layer_activations, tmp_path / "sv.pt")
+    with torch.no_grad(), sv.apply(hf, multiplier=2.0):  # min_token_index=0: every position
+        expected = hf(TOKENS).logits
+    v = from_pt(tmp_path / "sv.pt", model, layer=1)
+    with torch.no_grad(), steer(model, v, 2.0, align="all", include_bos=True):
+        got = forward(model, TOKENS)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), steer(model, v, 2.0, align="all"):
+        assert not torch.allclose(forward(model, TOKENS), expected, atol=1e-5)  # without BOS it differs
+
+
 # --- bad input ------------------------------------------------------------------------------
 def test_k_gt_1_refused_by_default(tiny_models, tmp_path):
     v = actadd_vector(tiny_models["llama"], "Love", "Hate", layer=2)
