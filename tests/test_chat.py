@@ -138,6 +138,9 @@ def test_smollm2_chat_reply(smol):
     assert ids[0] == prompts.bos_id(smol) == smol.tokenizer.convert_tokens_to_ids("<|im_start|>")
     out = actlens.generate(smol, "What is the capital of France?", chat=True, temperature=0, max_new_tokens=24)
     assert "Paris" in out.completions[0] and "assistant" not in out.completions[0]
+    assert chat.end_of_turn(smol) == smol.tokenizer.eos_token_id  # <|im_end|>
+    start, stop = chat.user_span(smol, "What is the capital of France?")
+    assert smol.tokenizer.decode(ids[start:stop]) == "What is the capital of France?"
 
 
 def test_chat_measurement_runs_on_a_tiny_model(tiny_models):
