@@ -436,3 +436,8 @@ JOBS: dict[str, FigureJob] = {
 """Figure id -> job, in the order ``actlens figures`` runs them."""
 
 __all__ = ["JOBS", "FigureJob", "Job", "Output"]
+
+# The diagnostics' figures (sinks, sink-aware ActAdd, KL budgets, steerability) live in their own module.
+from actlens.diagnostic_jobs import JOBS as _DIAGNOSTIC_JOBS  # noqa: E402
+
+JOBS.update(_DIAGNOSTIC_JOBS)
