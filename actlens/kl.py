@@ -99,6 +99,21 @@ def top1_flip(p_logits: Float[Tensor, "*batch d_vocab"], q_logits: Float[Tensor,
     return p_logits.argmax(-1) != q_logits.argmax(-1)
 
 
+def log_probs(logits: Float[Tensor, "*batch d_vocab"]) -> Float[Tensor, "*batch d_vocab"]:
+    """``log_softmax`` in float32, as every KL here computes it (reuse it for many comparisons)."""
+    return _log_probs(logits)
+
+
+def kl_from_log_probs(lp: Float[Tensor, "*batch d_vocab"], lq: Float[Tensor, "*batch d_vocab"]) -> Float[Tensor, "*batch"]:
+    """``KL(P ‖ Q)`` from :func:`log_probs` outputs: ``kl_divergence(p, q) == kl_from_log_probs(log_probs(p), log_probs(q))``.
+
+    >>> p, q = torch.tensor([[2.0, 0.0]]), torch.zeros(1, 2)
+    >>> bool(kl_from_log_probs(log_probs(p), log_probs(q)) == kl_divergence(p, q))
+    True
+    """
+    return _kl(lp, lq)
+
+
 def masked_mean(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> float:
     """Mean of ``values`` where ``mask`` is True (NaN when nothing is selected)."""
     n = int(mask.sum())
@@ -369,4 +384,4 @@ def kl_per_token(
     )
 
 
-__all__ = ["KLResult", "entropy", "kl_divergence", "kl_per_token", "masked_mean", "top1_flip"]
+__all__ = ["KLResult", "entropy", "kl_divergence", "kl_from_log_probs", "log_probs", "kl_per_token", "masked_mean", "top1_flip"]

@@ -167,6 +167,12 @@ def _decoder_layers(hf: nn.Module) -> nn.ModuleList:
     )
 
 
+def decoder_layers(model: TransformerBridge) -> nn.ModuleList | None:
+    """The fast tree's decoder layers (layer L's input is ``blocks.L.hook_resid_pre``), or None without a fast tree."""
+    fast = fast_tree(model)
+    return None if fast is None else _decoder_layers(fast)
+
+
 def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
     """Wrap an in-memory Hugging Face causal LM as a bridge plus a weight-sharing fast tree."""
     hf.eval()  # models built from a config start in train mode (dropout)

@@ -14,6 +14,9 @@ Rows (``--rows``, patterns over ``group/name``):
   ``actlens.resid_pre`` of every layer, TransformerLens ``run_with_cache`` of every
   ``resid_pre``, and :func:`actlens.kl.kl_per_token` (three forwards per text, or two with
   ``control=False``).
+* ``klcurve/*``, ``klcurve-late/*`` — :func:`actlens.kl_curve` with 8 coefficients against 8 separate
+  ``kl_per_token(control=False)`` calls (:mod:`actlens.bench.klcurve`), at the vector's layer and at
+  2/3 of the depth; the check round asserts the same numbers.
 * ``sweep/*`` — one sampled sweep grid (:func:`actlens.bench.extra.sweep_grid`, 68
   completions of ``--sweep-tokens`` tokens) run one setting at a time (the baseline) and
   batched; the check round asserts identical completions. Opt-in (named in ``--rows``):
@@ -43,14 +46,15 @@ from pathlib import Path
 
 import torch
 
-from actlens.bench import extra, report, timing  # extra registers the optional analysis rows
+from actlens.bench import extra, klcurve, report, timing  # extra and klcurve register the optional analysis rows
 from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULTS = dict(batch_sizes="1,32", new_tokens=128, prompt_tokens=24, forward_batch=16, forward_tokens=256,
-                sweep_tokens=20)
-SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, forward_tokens=16, sweep_tokens=2)
+                sweep_tokens=20, klcurve_batch=8, klcurve_tokens=64)
+SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, forward_tokens=16, sweep_tokens=2,
+             klcurve_batch=2, klcurve_tokens=16)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"forward sequence length (default {DEFAULTS['forward_tokens']})")
     p.add_argument("--sweep-tokens", type=int, default=None,
                    help=f"tokens per completion in the sweep rows (default {DEFAULTS['sweep_tokens']})")
+    p.add_argument("--klcurve-batch", type=int, default=None,
+                   help=f"texts in the kl_curve rows (default {DEFAULTS['klcurve_batch']})")
+    p.add_argument("--klcurve-tokens", type=int, default=None,
+                   help=f"tokens per text in the kl_curve rows (default {DEFAULTS['klcurve_tokens']})")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (>= 5 for the report)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds (>= 1; the first also checks outputs)")
     p.add_argument("--rows", default="*", help="comma-separated patterns over row ids, e.g. 'generate/*,forward/hf'; "
@@ -91,7 +99,8 @@ def _settings(args) -> dict:
         s["batch_sizes"] = [int(b) for b in str(s["batch_sizes"]).split(",") if b.strip()]
     except ValueError as err:
         raise ValueError(f"--batch-sizes must be comma-separated integers such as 1,32, got {args.batch_sizes!r}") from err
-    for key in ("new_tokens", "prompt_tokens", "forward_batch", "forward_tokens", "sweep_tokens"):
+    for key in ("new_tokens", "prompt_tokens", "forward_batch", "forward_tokens", "sweep_tokens", "klcurve_batch",
+                "klcurve_tokens"):
         if s[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
     if not s["batch_sizes"] or min(s["batch_sizes"]) < 1:
@@ -150,6 +159,10 @@ def run(args) -> dict:
         grid = extra.sweep_grid(setup.model)
         cases.append(Case("sweep", len(grid.settings()) * len(grid.prompts) * len(grid.seeds), 0, s["sweep_tokens"]))
 
+    for group in ("klcurve", "klcurve-late"):
+        if any(r.group == group for r in rows):
+            cases.append(Case(group, s["klcurve_batch"], s["klcurve_tokens"]))
+
     thunks, skipped = {}, []
     for case in cases:
         for r in rows:
@@ -203,7 +216,7 @@ def _check(thunks: dict, device) -> dict:
                 raise RuntimeError(f"row {r.id} made {tuple(out.shape)} tokens for {case.key}; expected "
                                    f"{(case.batch, case.new_tokens)}: the rows would not do the same work")
             outputs[(case, r)] = out.cpu()
-        elif case.group == "sweep":
+        elif case.group in ("sweep", "klcurve", "klcurve-late"):
             outputs[(case, r)] = out
     for (case, r), out in outputs.items():
         base = outputs.get((case, baseline_of(r.group)))
@@ -214,6 +227,8 @@ def _check(thunks: dict, device) -> dict:
                 raise RuntimeError(f"row {r.id} gave other completions than {baseline_of(r.group).id} for the "
                                    "same grid; batched and separate sweeps must agree exactly")
             meta[(case, r)] = {"same_completions_as_baseline": True}
+        if base is not None and case.group in ("klcurve", "klcurve-late") and not r.baseline:
+            meta[(case, r)] = {"max_relative_difference": klcurve.agreement(base, out)}
     return meta
 
 

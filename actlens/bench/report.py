@@ -44,6 +44,10 @@ TARGETS = (
            "throughput", 5.0),
     Target("2 Ray workers >= 1.6x one process (1 thread each: --threads 1)", "sweep", "ray-2workers", "batched",
            "throughput", 1.6),
+    Target("kl_curve, 8 coefficients, >= 3x the throughput of 8 kl_per_token(control=False) calls", "klcurve",
+           "batched", "separate", "throughput", 3.0),
+    Target("kl_curve at 2/3 depth, 8 coefficients, >= 3x 8 kl_per_token(control=False) calls", "klcurve-late",
+           "batched", "separate", "throughput", 3.0),
     Target("kl_per_token (steered vs unsteered) >= 0.9x the throughput of 2 raw HF forwards", "forward",
            "kl_per_token-nocontrol", "hf", "throughput", 0.9, passes=2),
     Target("kl_per_token with its random control >= 0.9x the throughput of 3 raw HF forwards", "forward",
@@ -236,6 +240,10 @@ def markdown(result: dict) -> str:
     startup = [f"{r['label']}: {r['startup_s']:.1f} s" for r in result["rows"] if "startup_s" in r]
     if startup:
         lines += ["", "Worker start-up (loading the model; not in the timings): " + "; ".join(startup) + "."]
+    close = [f"{r['case']}: {r['max_relative_difference']:.1e}" for r in result["rows"] if "max_relative_difference" in r]
+    if close:
+        lines += ["", "kl_curve against separate kl_per_token calls, largest relative difference of the 8 mean KLs "
+                  "(float rounding; the check fails above 1e-4): " + "; ".join(close) + "."]
     lines += [
         "",
         "| target | case | paired median [IQR] [min-max] vs limit | result |",

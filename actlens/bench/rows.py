@@ -50,12 +50,14 @@ class Case:
             return f"generate b={self.batch} p={self.prompt_tokens} n={self.new_tokens}"
         if self.group == "sweep":
             return f"sweep {self.batch} completions n={self.new_tokens}"
+        if self.group.startswith("klcurve"):
+            return f"{self.group} b={self.batch} p={self.prompt_tokens}"
         return f"forward b={self.batch} p={self.prompt_tokens}"
 
     @property
     def tokens_per_call(self) -> int:
         """Generated tokens (generation, prefill included in the time) or processed tokens (forward)."""
-        return self.batch * (self.prompt_tokens if self.group == "forward" else self.new_tokens)
+        return self.batch * (self.new_tokens if self.group in ("generate", "sweep") else self.prompt_tokens)
 
 
 @dataclass
