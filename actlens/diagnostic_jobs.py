@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from actlens import metrics, sweeps
-from actlens.demo import EVAL_PROMPTS
+from actlens.calibrate import DEFAULT_KL, calibrate
+from actlens.corpora import WEDDING_PAIRS
+from actlens.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
 from actlens.figure_jobs import FigureJob, Job, Output
-from actlens.norms import units_from_coeff
+from actlens.norms import coeff_from_units, units_from_coeff
+from actlens.steerability import steerability
 from actlens.plots import diagnostics as plots
 from actlens.sinks import sink_aware_actadd, sinks, touched
 from actlens.vectors import actadd_vector
@@ -117,6 +120,130 @@ def sink_aware(job: Job) -> Output:
     return Output(fig, data, config, seeds, notes, files)
 
 
+# --- one KL budget across layers; steerability predictors against the measured effect ------------------
+SETS = (("sentiment", SENTIMENT_PAIRS, "sentiment"), ("weddings", WEDDING_PAIRS, "topic_hit"))
+_STUDIES: dict[int, pd.DataFrame] = {}
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _spearman_ci(x: np.ndarray, y: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Spearman's rho with a percentile bootstrap CI over points (resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    boots = [_spearman(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n))]
+    boots = [b for b in boots if not np.isnan(b)]
+    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan))
+    return _spearman(x, y), float(lo), float(hi)
+
+
+def _budget(job: Job) -> float:
+    return 0.002 if job.smoke else DEFAULT_KL  # tiny random models saturate near 0.02 nats
+
+
+def layer_study(job: Job) -> pd.DataFrame:
+    """Per (pair set, layer): steerability, the coefficient at the KL budget, and sampled effects under
+    that coefficient and under an equal-units coefficient (computed once per run, shared by two figures)."""
+    if id(job) in _STUDIES:
+        return _STUDIES[id(job)]
+    n = job.n_layers
+    layers = [1, 2] if job.smoke else [round(f * n) for f in (0.1, 0.23, 0.37, 0.5, 0.63, 0.77, 0.9)]
+    prompts = list(EVAL_PROMPTS[:2] if job.smoke else EVAL_PROMPTS[:24])
+    seeds = job.seeds(1, 2)
+    sampling = sweeps.Sampling(max_new_tokens=job.max_new_tokens or (6 if job.smoke else 20))
+    rows = []
+    folder = job.out / "steerability_effect"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pairs, metric in SETS:
+        spec = sweeps.mean_diff_spec(pairs, name=f"mean-diff {name}")
+        cals = {}
+        for layer in layers:
+            vector = spec.build(job.model, layer)
+            cals[layer] = (vector, calibrate(job.model, vector, target_kl=_budget(job), align="all"))
+        units = float(np.median([c.units for _, c in cals.values()]))
+        base = sweeps.sweep(job.model, sweeps.Grid([spec], [layers[0]], [1.0], prompts, seeds, controls=("unsteered",)),
+                            sampling=sampling, out=folder / f"{name}.unsteered.jsonl", batch_size=job.batch_size,
+                            progress=job.progress, limit=None)
+        unsteered = base.completions()
+        unsteered = unsteered[unsteered.condition == "unsteered"].set_index(["prompt", "seed"])[metric]
+        for layer, (vector, cal) in cals.items():
+            report = steerability(job.model, pairs, layer, prompts=prompts, coeff=cal.coeff)
+            c_units = coeff_from_units(job.model, vector, units)
+            grid = sweeps.Grid([spec], [layer], [round(cal.coeff, 6), round(c_units, 6)], prompts, seeds, controls=())
+            result = sweeps.sweep(job.model, grid, sampling=sampling, out=folder / f"{name}.L{layer}.jsonl",
+                                  batch_size=job.batch_size, progress=job.progress)
+            done = result.completions()
+            curve = cal.curve.sort_values("coeff")
+            kl_units = float(np.exp(np.interp(np.log(c_units), np.log(curve.coeff), np.log(curve.mean_kl.clip(1e-12)))))
+            row = dict(set=name, metric=metric, layer=layer, consistency=report.consistency,
+                       separation=report.separation, anti_steerable_logit=report.anti_steerable,
+                       logit_shift=float(report.prompt_shifts.mean()), coeff_kl=cal.coeff, units_at_budget=cal.units,
+                       kl_at_coeff=cal.mean_kl, coeff_units=c_units, units=units, kl_at_units=kl_units)
+            for scheme, c in (("kl", round(cal.coeff, 6)), ("units", round(c_units, 6))):
+                cell = done[np.isclose(done.coeff.astype(float), c)]
+                shift = cell[metric].to_numpy(float) - unsteered.loc[list(zip(cell.prompt, cell.seed,
+                                                                              strict=True))].to_numpy(float)
+                lo, hi = metrics.bootstrap_ci(shift)
+                per_prompt = pd.Series(shift).groupby(cell.prompt.to_numpy()).mean()
+                row |= {f"effect_{scheme}": float(shift.mean()), f"effect_{scheme}_low": lo,
+                        f"effect_{scheme}_high": hi, f"anti_{scheme}": float((per_prompt < 0).mean())}
+            rows.append(row)
+    _STUDIES[id(job)] = pd.DataFrame(rows)
+    return _STUDIES[id(job)]
+
+
+def kl_budget(job: Job) -> Output:
+    study = layer_study(job)
+
+    fig = plots.fig_layer_effects(study, title=f"One KL budget ({DEFAULT_KL:g} nats/token) across layers "
+                                  f"({job.name or 'model'}; mean-difference vectors, all positions)")
+    notes = [f"Mean-difference vectors (added at every position) calibrated with actlens.calibrate to mean KL "
+             f"{_budget(job):g} nats/token on the 12 shipped neutral texts, at layers {sorted(set(study.layer))}; "
+             "effect = paired shift of the metric against unsteered completions (24 prompts × 2 seeds, 20 tokens), "
+             "compared with an equal-units scheme (every layer at the median over layers of the calibrated size).",
+             "Transfer across models: not measured (no second embedded model in this build)."]
+    for name, group in study.groupby("set", sort=False):
+        kl_ok = (group.kl_at_coeff - _budget(job)).abs().max()
+        notes.append(f"{name}: the budget needs {group.units_at_budget.min():.2f}–{group.units_at_budget.max():.2f} "
+                     f"typical residual norms depending on layer (largest error of the achieved KL: {kl_ok:.3f} nats); "
+                     f"at equal units ({group.units.iloc[0]:.2f}) the KL ranges {group.kl_at_units.min():.3f}–"
+                     f"{group.kl_at_units.max():.3f} nats.")
+        for scheme in ("kl", "units"):
+            e = group[f"effect_{scheme}"]
+            notes.append(f"{name}, {'KL budget' if scheme == 'kl' else 'equal units'}: effect per layer "
+                         + ", ".join(f"L{int(r.layer)} {r[f'effect_{scheme}']:+.3f} [{r[f'effect_{scheme}_low']:+.3f}, "
+                                     f"{r[f'effect_{scheme}_high']:+.3f}]" for _, r in group.iterrows())
+                         + f"; spread (max − min) {e.max() - e.min():.3f}, std {e.std():.3f}.")
+        spread_kl, spread_u = group.effect_kl.std(), group.effect_units.std()
+        notes.append(f"{name}: " + ("the KL budget gives MORE uniform effects across layers than equal units"
+                                    if spread_kl < spread_u else "the KL budget does NOT give more uniform effects "
+                                    "across layers than equal units") + f" (std {spread_kl:.3f} vs {spread_u:.3f}).")
+    return Output(fig, study, dict(target_kl=DEFAULT_KL, sets=[s[0] for s in SETS]), job.seeds(1, 2), notes,
+                  sorted((job.out / "steerability_effect").glob("*.jsonl")))
+
+
+def steerability_effect(job: Job) -> Output:
+    study = layer_study(job)
+    fig = plots.fig_predictors(study, effect="effect_kl", title="Steerability predictors against the measured effect "
+                               f"at a KL budget of {DEFAULT_KL:g} ({job.name or 'model'}; one point per layer)")
+    notes = ["Consistency and held-out separation (actlens.steerability, last-token reads of the pairs) against the "
+             "measured effect (paired shift vs unsteered at the KL-budget coefficient), across layers. Spearman's rho "
+             "with a 95 % bootstrap CI over layers (few points: wide intervals)."]
+    for name, group in [*study.groupby("set", sort=False)]:
+        for predictor in ("consistency", "separation"):
+            rho, lo, hi = _spearman_ci(group[predictor].to_numpy(), group.effect_kl.to_numpy())
+            notes.append(f"{name}: rho({predictor}, effect) = {rho:+.2f} [{lo:+.2f}, {hi:+.2f}] over {len(group)} layers.")
+        rho, lo, hi = _spearman_ci(group.logit_shift.to_numpy(), group.effect_kl.to_numpy())
+        notes.append(f"{name}: for comparison, rho(next-token contrast log-odds shift, effect) = {rho:+.2f} "
+                     f"[{lo:+.2f}, {hi:+.2f}]. Anti-steerable prompts (sampled metric moved against the vector, "
+                     f"mean over seeds): {group.anti_kl.min():.0%}–{group.anti_kl.max():.0%} per layer.")
+    return Output(fig, study, dict(target_kl=DEFAULT_KL, sets=[s[0] for s in SETS]), job.seeds(1, 2), notes, [])
+
+
 JOBS = {
     "sinks": FigureJob(
         "Attention sinks: residual norm per layer and position",
@@ -130,6 +257,17 @@ JOBS = {
         "prefix, sink rows zeroed), each with a norm-matched random control, against unsteered completions of the "
         "same prompts and seeds. Error bars: 95 % bootstrap CIs over prompts × seeds.",
         sink_aware, True),
+    "kl_budget": FigureJob(
+        "One KL budget across layers: calibrated strength and effect",
+        f"Mean-difference sentiment and weddings vectors calibrated (`actlens.calibrate`) to {DEFAULT_KL:g} nats/token "
+        "of mean KL on neutral text at several layers: the size that needs in residual-norm units, and the sampled "
+        "effect (paired shift vs unsteered) under the KL budget and under equal units. Error bars: 95 % bootstrap CIs.",
+        kl_budget, True),
+    "steerability_effect": FigureJob(
+        "Steerability predictors against the measured effect",
+        "Pair consistency and held-out separation AUROC (`actlens.steerability`) against the measured effect at the "
+        "KL-budget coefficient, one point per layer and pair set; Spearman correlations with bootstrap CIs in the "
+        "notes.", steerability_effect, True),
 }
 
 
