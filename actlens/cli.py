@@ -1,4 +1,4 @@
-"""The ``actlens`` command: ``steer``, ``demo``, ``bench`` and ``figures``."""
+"""The ``actlens`` command: ``steer``, ``demo``, ``diagnose``, ``bench`` and ``figures``."""
 
 import argparse
 import os
@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     _steer_args(sub.add_parser("demo", help="the README example: Love - Hate on the embedded model"), demo=True)
     sub.add_parser("bench", help="throughput benchmark (see `actlens bench --help`)", add_help=False)
     sub.add_parser("figures", help="regenerate figures/ (see `actlens figures --help`)", add_help=False)
-    if argv and argv[0] in ("bench", "figures"):  # these own their flags
-        module = __import__(f"actlens.{'bench' if argv[0] == 'bench' else 'figures'}", fromlist=["main"])
+    sub.add_parser("diagnose", help="norms, sinks, calibrated strength and steerability of a vector "
+                   "(see `actlens diagnose --help`)", add_help=False)
+    if argv and argv[0] in ("bench", "figures", "diagnose"):  # these own their flags
+        module = __import__(f"actlens.{argv[0]}", fromlist=["main"])
         return int(module.main(argv[1:]) or 0)
     args = parser.parse_args(argv)
     from actlens import demo

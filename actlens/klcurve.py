@@ -203,6 +203,11 @@ def kl_curve(
                     runs = [steered[k * rows:(k + 1) * rows][real_dev] for k in range(len(part))]
                 else:
                     runs = [_analysis.hidden(model, chunk, vector, coeffs[j], align, position)[0][real_dev] for j in part]
+                for j, run in zip(part, runs, strict=True):
+                    if not bool(torch.isfinite(run).all()):  # the KL's 0·log 0 convention would hide NaN as 0
+                        raise ValueError(f"the model produced non-finite activations at coefficient {coeffs[j]:g}; the "
+                                         "steered forward overflowed or gave NaN (try smaller coefficients, or float32 "
+                                         "weights)")
                 for j, values in zip(part, _block_kl(head, base, runs), strict=True):
                     kl[j, chunk.rows, chunk.col:][keep] = values
     if not bool(torch.isfinite(kl).all()):
