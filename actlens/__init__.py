@@ -4,16 +4,20 @@ The data flow: prompts (raw or chat-templated) -> activations -> vectors -> inte
 """
 
 from actlens.activations import resid_pre
+from actlens.calibrate import calibrate
 from actlens.chat_vectors import chat_actadd_vector, chat_mean_diff_vector
 from actlens.cosine import cosine_across_layers
 from actlens.distributed import RayWorkers
 from actlens.generation import Generation, PairedGeneration, generate, steered_logits
 from actlens.intervene import steer
 from actlens.kl import kl_per_token
+from actlens.klcurve import kl_curve
 from actlens.logit_lens import logit_lens
 from actlens.model import ModelIdentity, forward, hook_name, load_model
 from actlens.norms import coeff_from_units, norm_profile
 from actlens.propagation import propagation, transfer_matrix
+from actlens.sinks import sink_aware_actadd, sinks
+from actlens.steerability import steerability
 from actlens.sweeps import Grid, Sampling, mean_diff_spec, pair_spec, sweep
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
@@ -29,6 +33,7 @@ __all__ = [
     "SteeringVector",
     "__version__",
     "actadd_vector",
+    "calibrate",
     "chat_actadd_vector",
     "chat_mean_diff_vector",
     "coeff_from_units",
@@ -36,6 +41,7 @@ __all__ = [
     "forward",
     "generate",
     "hook_name",
+    "kl_curve",
     "kl_per_token",
     "logit_lens",
     "load_model",
@@ -48,6 +54,9 @@ __all__ = [
     "resid_pre",
     "steer",
     "steered_logits",
+    "sink_aware_actadd",
+    "sinks",
+    "steerability",
     "sweep",
     "transfer_matrix",
 ]

@@ -28,6 +28,9 @@
 #    vector of the same size (the paper's control).
 # 5. **Propagation and transfer** (`actlens.propagation`): how the injected difference travels through later layers,
 #    and what a vector extracted at layer i does when injected at layer j.
+# 6. **Why it steers or not** (`actlens.sinks`, `actlens.kl_curve`, `actlens.calibrate`, `actlens.steerability`):
+#    the attention sinks the vector reads, a sink-aware version of it, its KL curve, the coefficient for a KL budget,
+#    and a steerability report for the sentiment pairs (`actlens diagnose` prints the same from the command line).
 
 # %% [markdown]
 # ## Parameters
@@ -143,6 +146,46 @@ transfer = transfer_matrix(model, PAIR, TRANSFER_LAYERS, coeff, TEXTS)
 fig_transfer(transfer)
 
 # %% [markdown]
+# ## 6. Why it steers or not: sinks, KL budget, steerability
+# `sinks` flags positions whose residual norm is at least 4× the layer's median (BOS, and in SmolLM2 the first real
+# token and tokens such as " the" or " "); `touched` lists the rows of the vector that were read at one. The
+# sink-aware vector reads the pair behind a shared "\n" prefix (those rows are exactly zero, so the user prompt's BOS
+# and first token get nothing) and zeroes any row still read at a sink.
+
+# %%
+from actlens.calibrate import calibrate
+from actlens.klcurve import kl_curve
+from actlens.plots.diagnostics import fig_kl_curves, fig_sinks
+from actlens.sinks import sink_aware_actadd, sinks, touched
+from actlens.steerability import steerability
+
+print("rows read at a sink:", touched(model, vector))
+aware = sink_aware_actadd(model, *PAIR, layer=LAYER)
+print(aware.notes)
+fig_sinks(sinks(model, REFERENCE, layers=LAYERS))
+
+# %% [markdown]
+# `kl_curve` scores many coefficients from one unsteered run, starting each steered run at the vector's layer with
+# the coefficients on the batch dimension (the same numbers as separate `kl_per_token(control=False)` calls);
+# `calibrate` searches it for the coefficient that moves neutral text by a KL budget.
+
+# %%
+import pandas as pd
+
+COEFFS = [0.25, 1.0, 4.0] if SMOKE else [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+curves = pd.concat([kl_curve(model, TEXTS, v, COEFFS).to_frame().assign(label=name)
+                    for name, v in (("faithful", vector), ("sink-aware", aware))])
+calibrated = {name: calibrate(model, v, target_kl=0.1) for name, v in (("faithful", vector), ("sink-aware", aware))}
+for name, cal in calibrated.items():
+    print(f"{name}: coeff {cal.coeff:.3g} ({cal.units:.2f} residual-norm units) for KL {cal.mean_kl:.3f} nats/token")
+fig_kl_curves(curves, title="Mean KL against the coefficient")
+
+# %%
+report = steerability(model, SENTIMENT_PAIRS[:N_PAIRS], LAYER, prompts=TEXTS)
+print(report.verdict)
+report.to_frame()
+
+# %% [markdown]
 # ## Check
 # Every vector has cosine 1 with itself; the steered run moves the next-token distributions; layers before the
 # injection are untouched.
@@ -153,4 +196,6 @@ assert torch.allclose(block.diagonal(), torch.ones(len(cos.layers))), block
 steered_kl = kl.summary().set_index("run").loc["steered", "mean_kl"]
 assert steered_kl > 0, kl.summary()
 assert bool((prop.diff_norm[:, :LAYER] == 0).all()) and bool((prop.diff_norm[:, LAYER] > 0).any())
+assert touched(model, aware) == [] and bool((aware.values[:2] == 0).all())
+assert all(abs(c.mean_kl - 0.1) < 0.02 for c in calibrated.values()) and 0 <= report.separation <= 1
 print(f"ok: mean KL steered {steered_kl:.3f} nats")
