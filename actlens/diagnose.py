@@ -66,7 +66,7 @@ def _pairs(spec: str | None, vector) -> list[tuple[str, str]] | None:
     return out
 
 
-def report(args: argparse.Namespace, out=sys.stdout) -> int:
+def report(args: argparse.Namespace, out=None) -> int:
     from actlens.calibrate import DEFAULT_KL, calibrate
     from actlens.norms import residual_scale
     from actlens.sinks import DEFAULT_THRESHOLD, sinks, touched
@@ -91,12 +91,13 @@ def report(args: argparse.Namespace, out=sys.stdout) -> int:
         vector = actadd_vector(model, args.plus, args.minus, args.layer)
     align = args.align or ("all" if vector.k == 1 else "front")
     scale = residual_scale(model, vector.layer)
+    out = sys.stdout if out is None else out  # looked up per call (tests and callers may redirect it)
     say = lambda s="": print(s, file=out)  # noqa: E731
     say(f"# {vector!r}, added with align={align!r}")
     say()
-    say(f"## Norms against the residual stream (typical ‖resid_pre‖ at layer {vector.layer}: {scale:.1f})")
+    say(f"## Norms against the residual stream (typical ‖resid_pre‖ at layer {vector.layer}: {scale:.3g})")
     for p, norm in enumerate(vector.norms().tolist()):
-        say(f"row {p}: ‖Δ‖ = {norm:.1f} = {norm / scale:.2f} typical residual norms")
+        say(f"row {p}: ‖Δ‖ = {norm:.3g} = {norm / scale:.2f} typical residual norms")
     say()
     say(f"## Sinks (‖resid‖ ≥ {threshold:g}× the layer's median)")
     if vector.k > 1 and len(vector.plus_tokens) == 1:

@@ -151,9 +151,9 @@ def layer_study(job: Job) -> pd.DataFrame:
     if id(job) in _STUDIES:
         return _STUDIES[id(job)]
     n = job.n_layers
-    layers = [1, 2] if job.smoke else [round(f * n) for f in (0.1, 0.23, 0.37, 0.5, 0.63, 0.77, 0.9)]
+    layers = [1, 2] if job.smoke else [round(f * n) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
     prompts = list(EVAL_PROMPTS[:2] if job.smoke else EVAL_PROMPTS[:24])
-    seeds = job.seeds(1, 2)
+    seeds = job.seeds(1, 1)
     sampling = sweeps.Sampling(max_new_tokens=job.max_new_tokens or (6 if job.smoke else 20))
     rows = []
     folder = job.out / "steerability_effect"
@@ -173,25 +173,27 @@ def layer_study(job: Job) -> pd.DataFrame:
         for layer, (vector, cal) in cals.items():
             report = steerability(job.model, pairs, layer, prompts=prompts, coeff=cal.coeff)
             c_units = coeff_from_units(job.model, vector, units)
-            grid = sweeps.Grid([spec], [layer], [round(cal.coeff, 6), round(c_units, 6)], prompts, seeds, controls=())
+            at_units = steerability(job.model, pairs, layer, prompts=prompts, coeff=c_units)
+            grid = sweeps.Grid([spec], [layer], [round(cal.coeff, 6)], prompts, seeds, controls=())
             result = sweeps.sweep(job.model, grid, sampling=sampling, out=folder / f"{name}.L{layer}.jsonl",
                                   batch_size=job.batch_size, progress=job.progress)
-            done = result.completions()
+            cell = result.completions()
             curve = cal.curve.sort_values("coeff")
             kl_units = float(np.exp(np.interp(np.log(c_units), np.log(curve.coeff), np.log(curve.mean_kl.clip(1e-12)))))
-            row = dict(set=name, metric=metric, layer=layer, consistency=report.consistency,
-                       separation=report.separation, anti_steerable_logit=report.anti_steerable,
-                       logit_shift=float(report.prompt_shifts.mean()), coeff_kl=cal.coeff, units_at_budget=cal.units,
-                       kl_at_coeff=cal.mean_kl, coeff_units=c_units, units=units, kl_at_units=kl_units)
-            for scheme, c in (("kl", round(cal.coeff, 6)), ("units", round(c_units, 6))):
-                cell = done[np.isclose(done.coeff.astype(float), c)]
-                shift = cell[metric].to_numpy(float) - unsteered.loc[list(zip(cell.prompt, cell.seed,
-                                                                              strict=True))].to_numpy(float)
-                lo, hi = metrics.bootstrap_ci(shift)
-                per_prompt = pd.Series(shift).groupby(cell.prompt.to_numpy()).mean()
-                row |= {f"effect_{scheme}": float(shift.mean()), f"effect_{scheme}_low": lo,
-                        f"effect_{scheme}_high": hi, f"anti_{scheme}": float((per_prompt < 0).mean())}
-            rows.append(row)
+            shift = cell[metric].to_numpy(float) - unsteered.loc[list(zip(cell.prompt, cell.seed,
+                                                                          strict=True))].to_numpy(float)
+            lo, hi = metrics.bootstrap_ci(shift)
+            per_prompt = pd.Series(shift).groupby(cell.prompt.to_numpy()).mean()
+            logit = {}
+            for scheme, r in (("kl", report), ("units", at_units)):
+                llo, lhi = metrics.bootstrap_ci(r.prompt_shifts.numpy())
+                logit |= {f"logit_{scheme}": float(r.prompt_shifts.mean()), f"logit_{scheme}_low": llo,
+                          f"logit_{scheme}_high": lhi, f"anti_logit_{scheme}": r.anti_steerable}
+            rows.append(dict(set=name, metric=metric, layer=layer, consistency=report.consistency,
+                             separation=report.separation, coeff_kl=cal.coeff, units_at_budget=cal.units,
+                             kl_at_coeff=cal.mean_kl, coeff_units=c_units, units=units, kl_at_units=kl_units,
+                             effect_kl=float(shift.mean()), effect_kl_low=lo, effect_kl_high=hi,
+                             anti_kl=float((per_prompt < 0).mean()), **logit))
     _STUDIES[id(job)] = pd.DataFrame(rows)
     return _STUDIES[id(job)]
 
@@ -199,12 +201,14 @@ def layer_study(job: Job) -> pd.DataFrame:
 def kl_budget(job: Job) -> Output:
     study = layer_study(job)
 
-    fig = plots.fig_layer_effects(study, title=f"One KL budget ({DEFAULT_KL:g} nats/token) across layers "
+    fig = plots.fig_layer_effects(study, effect="logit", title=f"One KL budget ({DEFAULT_KL:g} nats/token) across layers "
                                   f"({job.name or 'model'}; mean-difference vectors, all positions)")
     notes = [f"Mean-difference vectors (added at every position) calibrated with actlens.calibrate to mean KL "
              f"{_budget(job):g} nats/token on the 12 shipped neutral texts, at layers {sorted(set(study.layer))}; "
-             "effect = paired shift of the metric against unsteered completions (24 prompts × 2 seeds, 20 tokens), "
-             "compared with an equal-units scheme (every layer at the median over layers of the calibrated size).",
+             "compared with an equal-units scheme (every layer at the median over layers of the calibrated size). Effect "
+             "for both schemes: the mean shift of the next-token log-odds of the pairs' contrasting tokens after 24 "
+             "prompts (actlens.steerability's default metric); for the KL budget also the paired shift of the sampled "
+             "metric against unsteered completions (24 prompts × 1 seed, 20 tokens).",
              "Transfer across models: not measured (no second embedded model in this build)."]
     for name, group in study.groupby("set", sort=False):
         kl_ok = (group.kl_at_coeff - _budget(job)).abs().max()
@@ -213,16 +217,22 @@ def kl_budget(job: Job) -> Output:
                      f"at equal units ({group.units.iloc[0]:.2f}) the KL ranges {group.kl_at_units.min():.3f}–"
                      f"{group.kl_at_units.max():.3f} nats.")
         for scheme in ("kl", "units"):
-            e = group[f"effect_{scheme}"]
-            notes.append(f"{name}, {'KL budget' if scheme == 'kl' else 'equal units'}: effect per layer "
-                         + ", ".join(f"L{int(r.layer)} {r[f'effect_{scheme}']:+.3f} [{r[f'effect_{scheme}_low']:+.3f}, "
-                                     f"{r[f'effect_{scheme}_high']:+.3f}]" for _, r in group.iterrows())
+            e = group[f"logit_{scheme}"]
+            notes.append(f"{name}, {'KL budget' if scheme == 'kl' else 'equal units'}: next-token contrast log-odds shift "
+                         "per layer " + ", ".join(f"L{int(r.layer)} {r[f'logit_{scheme}']:+.3f} [{r[f'logit_{scheme}_low']:+.3f}, "
+                                                  f"{r[f'logit_{scheme}_high']:+.3f}]" for _, r in group.iterrows())
                          + f"; spread (max − min) {e.max() - e.min():.3f}, std {e.std():.3f}.")
-        spread_kl, spread_u = group.effect_kl.std(), group.effect_units.std()
+        notes.append(f"{name}, KL budget: sampled {group.metric.iloc[0]} shift vs unsteered per layer "
+                     + ", ".join(f"L{int(r.layer)} {r.effect_kl:+.3f} [{r.effect_kl_low:+.3f}, {r.effect_kl_high:+.3f}]"
+                                 for _, r in group.iterrows()) + ".")
+        spread_kl, spread_u = group.logit_kl.std(), group.logit_units.std()
+        cv_kl = spread_kl / abs(group.logit_kl.mean()) if group.logit_kl.mean() else float("nan")
+        cv_u = spread_u / abs(group.logit_units.mean()) if group.logit_units.mean() else float("nan")
         notes.append(f"{name}: " + ("the KL budget gives MORE uniform effects across layers than equal units"
-                                    if spread_kl < spread_u else "the KL budget does NOT give more uniform effects "
-                                    "across layers than equal units") + f" (std {spread_kl:.3f} vs {spread_u:.3f}).")
-    return Output(fig, study, dict(target_kl=DEFAULT_KL, sets=[s[0] for s in SETS]), job.seeds(1, 2), notes,
+                                    if cv_kl < cv_u else "the KL budget does NOT give more uniform effects "
+                                    "across layers than equal units") + f" (log-odds shift, coefficient of variation "
+                     f"{cv_kl:.2f} vs {cv_u:.2f}).")
+    return Output(fig, study, dict(target_kl=_budget(job), sets=[s[0] for s in SETS]), job.seeds(1, 1), notes,
                   sorted((job.out / "steerability_effect").glob("*.jsonl")))
 
 
@@ -236,12 +246,15 @@ def steerability_effect(job: Job) -> Output:
     for name, group in [*study.groupby("set", sort=False)]:
         for predictor in ("consistency", "separation"):
             rho, lo, hi = _spearman_ci(group[predictor].to_numpy(), group.effect_kl.to_numpy())
-            notes.append(f"{name}: rho({predictor}, effect) = {rho:+.2f} [{lo:+.2f}, {hi:+.2f}] over {len(group)} layers.")
-        rho, lo, hi = _spearman_ci(group.logit_shift.to_numpy(), group.effect_kl.to_numpy())
+            rho2, lo2, hi2 = _spearman_ci(group[predictor].to_numpy(), group.logit_kl.to_numpy())
+            notes.append(f"{name}: rho({predictor}, sampled effect) = {rho:+.2f} [{lo:+.2f}, {hi:+.2f}]; "
+                         f"rho({predictor}, log-odds shift) = {rho2:+.2f} [{lo2:+.2f}, {hi2:+.2f}]; over {len(group)} "
+                         f"layers ({predictor} {group[predictor].min():.2f}–{group[predictor].max():.2f}).")
+        rho, lo, hi = _spearman_ci(group.logit_kl.to_numpy(), group.effect_kl.to_numpy())
         notes.append(f"{name}: for comparison, rho(next-token contrast log-odds shift, effect) = {rho:+.2f} "
                      f"[{lo:+.2f}, {hi:+.2f}]. Anti-steerable prompts (sampled metric moved against the vector, "
                      f"mean over seeds): {group.anti_kl.min():.0%}–{group.anti_kl.max():.0%} per layer.")
-    return Output(fig, study, dict(target_kl=DEFAULT_KL, sets=[s[0] for s in SETS]), job.seeds(1, 2), notes, [])
+    return Output(fig, study, dict(target_kl=_budget(job), sets=[s[0] for s in SETS]), job.seeds(1, 1), notes, [])
 
 
 JOBS = {

@@ -127,9 +127,9 @@ def fig_predictors(frame: pd.DataFrame, *, effect: str = "effect", title: str = 
     return fig
 
 
-def fig_layer_effects(study: pd.DataFrame, *, title: str = "") -> go.Figure:
-    """Left: residual-norm units a KL budget needs per layer. Right: effect per layer under the KL budget (solid)
-    and under equal units (dashed), with CIs; one colour per pair ``set``.
+def fig_layer_effects(study: pd.DataFrame, *, effect: str = "effect", title: str = "") -> go.Figure:
+    """Left: residual-norm units a KL budget needs per layer. Right: ``{effect}_kl`` per layer under the KL budget
+    (solid) and ``{effect}_units`` under equal units (dashed), with CIs; one colour per pair ``set``.
 
     >>> f = pd.DataFrame(dict(set=["s", "s"], layer=[1, 2], units_at_budget=[0.5, 0.7], effect_kl=[0.1, 0.2],
     ...                       effect_kl_low=[0, .1], effect_kl_high=[.2, .3], effect_units=[.1, .1],
@@ -137,20 +137,20 @@ def fig_layer_effects(study: pd.DataFrame, *, title: str = "") -> go.Figure:
     >>> len(fig_layer_effects(f).data)
     3
     """
-    _need(study, ["set", "layer", "units_at_budget", "effect_kl", "effect_units"], "fig_layer_effects")
+    _need(study, ["set", "layer", "units_at_budget", f"{effect}_kl", f"{effect}_units"], "fig_layer_effects")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("size at the KL budget (typical residual norms)",
-                                                        "effect vs unsteered (paired shift)"), horizontal_spacing=0.1)
+                                                        f"{effect} shift vs unsteered"), horizontal_spacing=0.1)
     for i, (name, group) in enumerate(study.groupby("set", sort=False)):
         colour = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=group.layer, y=group.units_at_budget, mode="lines+markers", name=f"{name}: units",
                                  line=dict(color=colour)), row=1, col=1)
         for scheme, dash in (("kl", "solid"), ("units", "dash")):
+            y = group[f"{effect}_{scheme}"]
             fig.add_trace(go.Scatter(
-                x=group.layer, y=group[f"effect_{scheme}"], mode="lines+markers", line=dict(color=colour, dash=dash),
+                x=group.layer, y=y, mode="lines+markers", line=dict(color=colour, dash=dash),
                 name=f"{name}: {'KL budget' if scheme == 'kl' else 'equal units'}",
-                error_y=dict(type="data", symmetric=False,
-                             array=(group.get(f"effect_{scheme}_high", group[f"effect_{scheme}"]) - group[f"effect_{scheme}"]).tolist(),
-                             arrayminus=(group[f"effect_{scheme}"] - group.get(f"effect_{scheme}_low", group[f"effect_{scheme}"])).tolist())),
+                error_y=dict(type="data", symmetric=False, array=(group.get(f"{effect}_{scheme}_high", y) - y).tolist(),
+                             arrayminus=(y - group.get(f"{effect}_{scheme}_low", y)).tolist())),
                 row=1, col=2)
     fig.update_xaxes(title_text=LAYER_AXIS)
     fig.update_layout(template=TEMPLATE, title=title)
