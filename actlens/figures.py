@@ -76,7 +76,7 @@ def selected(only: list[str] | None) -> list[str]:
     ['capital_recall', 'norm_profile']
     >>> selected(["nope"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, ..., layer_ablation
+    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, ..., steerability_effect
     """
     if not only:
         return list(JOBS)

@@ -186,8 +186,9 @@ def test_bench_smoke_writes_every_row(tmp_path):
     result = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.html").is_file()
     cases = {group: {r["case"] for r in result["rows"] if r["group"] == group}
-             for group in ("generate", "forward", "sweep")}
+             for group in ("generate", "forward", "sweep", "klcurve", "klcurve-late")}
     assert len(cases["generate"]) == 2 and len(cases["forward"]) == 1 and len(cases["sweep"]) == 1
+    assert len(cases["klcurve"]) == 1 and len(cases["klcurve-late"]) == 1
     timed = {(r["id"], r["case"]) for r in result["rows"]}
     skipped = {(s["id"], s["case"]): s["reason"] for s in result["skipped"]}
     for row in (r for r in ROWS.values() if not r.opt_in):  # opt-in rows (Ray): tests/test_distributed.py
@@ -198,5 +199,9 @@ def test_bench_smoke_writes_every_row(tmp_path):
     assert {t["target"] for t in result["targets"]} and result["machine"]["torch"] == torch.__version__
     assert all(r.get("same_tokens_as_baseline", True) for r in result["rows"])
     assert [r.get("same_completions_as_baseline") for r in result["rows"] if r["id"] == "sweep/batched"] == [True]
+    differences = [r.get("max_relative_difference") for r in result["rows"] if r["id"].endswith("/batched")
+                   and r["group"].startswith("klcurve")]
+    assert len(differences) == 2 and all(d is not None and d <= 1e-4 for d in differences)  # kl_curve == separate
     labels = {t["target"] for t in result["targets"]}
-    assert any("batched sweep" in t for t in labels) and sum("kl_per_token" in t for t in labels) == 2
+    assert any("batched sweep" in t for t in labels) and sum(t.startswith("kl_per_token") for t in labels) == 2
+    assert sum(t.startswith("kl_curve") for t in labels) == 2
