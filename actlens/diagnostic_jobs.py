@@ -1,6 +1,6 @@
 """Figure jobs for the diagnostics (sinks, sink-aware ActAdd, KL budgets, steerability).
 
-Registered into :data:`actlens.figure_jobs.JOBS` (this module is imported at its end), so
+Registered into :data:`actlens.figure_jobs.JOBS` (which imports this module at its end), so
 ``actlens figures --only sinks,sink_aware,...`` runs them like the paper figures. Each job
 returns an :class:`actlens.figure_jobs.Output` whose notes say what was measured and what it
 shows, whatever it shows.
@@ -9,7 +9,7 @@ shows, whatever it shows.
 import numpy as np
 import pandas as pd
 
-from actlens import metrics, sweeps
+from actlens import figure_jobs, metrics, sweeps
 from actlens.calibrate import DEFAULT_KL, calibrate
 from actlens.corpora import WEDDING_PAIRS
 from actlens.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
@@ -283,5 +283,6 @@ JOBS = {
         "notes.", steerability_effect, True),
 }
 
+figure_jobs.JOBS.update(JOBS)
 
 __all__ = ["JOBS"]

@@ -8,6 +8,7 @@ model and SmolLM2-135M (30 layers) run the same code. Jobs 5-8 call the analysis
 imported only when the figure runs.
 """
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,7 +438,6 @@ JOBS: dict[str, FigureJob] = {
 
 __all__ = ["JOBS", "FigureJob", "Job", "Output"]
 
-# The diagnostics' figures (sinks, sink-aware ActAdd, KL budgets, steerability) live in their own module.
-from actlens.diagnostic_jobs import JOBS as _DIAGNOSTIC_JOBS  # noqa: E402
-
-JOBS.update(_DIAGNOSTIC_JOBS)
+# The diagnostics' figures (sinks, sink-aware ActAdd, KL budgets, steerability) live in their own module, which adds
+# them to JOBS when imported (either module may be imported first).
+importlib.import_module("actlens.diagnostic_jobs")
