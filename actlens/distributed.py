@@ -282,7 +282,10 @@ class RayWorkers:
     # --- the runner protocol of actlens.sweeps ---
     def config(self, grid: "sweeps.Grid", sampling: "sweeps.Sampling", names: Sequence[str]) -> dict:
         """The sweep configuration every worker computes from its model; they must agree."""
+        self._await_ready()  # replacements still loading
         live = self._live()
+        if not live:
+            raise RuntimeError("this RayWorkers pool has no workers (closed?); start a new one")
         configs = self._get([s.handle.config.remote(grid, sampling, list(names)) for s in live])
         for slot, config in zip(live, configs, strict=True):
             if config != configs[0]:
@@ -296,7 +299,7 @@ class RayWorkers:
         """Yield (a shard's rows, their records) as shards return; dead workers' shards are resent."""
         if not todo:
             return
-        live = len(self._live())
+        live = max(1, len(self._live()))  # config() made sure there is one
         size = self.shard_size or max(1, min(batch_size, math.ceil(len(todo) / live)))
         shards = deque(todo[i:i + size] for i in range(0, len(todo), size))
         self._job += 1

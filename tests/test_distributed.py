@@ -251,3 +251,6 @@ def test_a_worker_killed_mid_shard_has_its_shard_retried(pool, local, tmp_path):
     keys = [(r["condition"], r["vector"], r["layer"], r["coeff"], r["prompt"], r["seed"]) for r in stored]
     assert len(keys) == len(set(keys)) == N_ROWS  # nothing lost, nothing written twice
     assert pool.restarts == restarts - 1  # a replacement is starting (last test: nobody waits for it)
+    pool.close()
+    with pytest.raises(RuntimeError, match="pool has no workers"):
+        sweep(pool, GRID, sampling=SAMPLING, progress=False)
