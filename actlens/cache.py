@@ -7,8 +7,9 @@ One call does everything::
 - ``name``: the cache folder's name under :func:`cache_root` (``$ACTLENS_CACHE``, default
   ``~/.cache/actlens``), e.g. ``"smollm2-135m-instruct-0.1.2"``; :func:`source_name` makes one
   for an arbitrary file.
-- ``source``: the file being converted. Its identity (size and a hash of its first and last MiB)
-  is recorded; a different source under the same name rebuilds the cache.
+- ``source``: the file being converted, or a sequence of files that together make one source
+  (e.g. the chunks of a split GGUF). Its identity (per file: size and a hash of its first and
+  last MiB) is recorded; a different source under the same name rebuilds the cache.
 - ``convert(source, out)``: writes the converted files into the empty folder ``out``. It is
   called only when the cache is missing or fails its check, in a scratch folder
   ``.converting-<name>-<pid>-*`` next to the target that is renamed into place when complete.
@@ -79,8 +80,23 @@ def fallback_root() -> Path:
     return Path(tempfile.gettempdir()) / f"actlens-cache-{uid}"
 
 
-def source_identity(source: Path) -> dict:
-    """Size and SHA-256 of the first and last MiB: cheap even for multi-GB files."""
+Source = Path | tuple[Path, ...]
+
+
+def _as_source(source) -> Source:
+    if isinstance(source, list | tuple):
+        return tuple(Path(p) for p in source)
+    return Path(source)
+
+
+def _label(source: Source) -> str:
+    return f"{source[0].name} (+{len(source) - 1} parts)" if isinstance(source, tuple) else source.name
+
+
+def source_identity(source: Source) -> dict:
+    """Size and SHA-256 of the first and last MiB: cheap even for multi-GB files (per part of a split source)."""
+    if isinstance(source, tuple):
+        return {"parts": [source_identity(part) for part in source]}
     size = source.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with open(source, "rb") as f:
@@ -141,9 +157,10 @@ def _read_manifest(directory: Path) -> dict | str:
     return manifest
 
 
-def verify(directory: Path, source: Path, recipe: str, *, full: bool = False) -> str | None:
+def verify(directory: Path, source: Source, recipe: str, *, full: bool = False) -> str | None:
     """``None`` if ``directory`` is a complete, unmodified conversion of ``source`` by ``recipe``,
     else a short reason (``"missing"`` if there is no such folder)."""
+    source = _as_source(source)
     if not directory.is_dir():
         return "missing"
     manifest = _read_manifest(directory)
@@ -152,7 +169,7 @@ def verify(directory: Path, source: Path, recipe: str, *, full: bool = False) ->
     if manifest.get("format") != FORMAT or manifest.get("recipe") != recipe:
         return f"made by another converter ({manifest.get('recipe')!r}, expected {recipe!r})"
     if manifest.get("source") != source_identity(source):
-        return f"converted from another version of {source.name}"
+        return f"converted from another version of {_label(source)}"
     files: dict = manifest["files"]
     present = {p.name for p in directory.iterdir() if p.name not in (MANIFEST, STAMP)}
     if present != set(files):
@@ -213,7 +230,7 @@ def clean_stale(root: Path) -> list[Path]:
     return removed
 
 
-def _build(target: Path, source: Path, convert: Callable[[Path, Path], None], recipe: str) -> Path:
+def _build(target: Path, source: Source, convert: Callable[[Source, Path], None], recipe: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target.parent)
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".converting-{target.name}-{os.getpid()}-"))
@@ -239,7 +256,7 @@ def _build(target: Path, source: Path, convert: Callable[[Path, Path], None], re
     return target
 
 
-def _install(scratch: Path, target: Path, source: Path, recipe: str) -> None:
+def _install(scratch: Path, target: Path, source: Source, recipe: str) -> None:
     """Rename ``scratch`` to ``target``, moving a failed cache aside; another process may win the race."""
     for _ in range(3):
         try:
@@ -258,12 +275,14 @@ def _install(scratch: Path, target: Path, source: Path, recipe: str) -> None:
 
 
 def cached_conversion(
-    name: str, source: Path, convert: Callable[[Path, Path], None], *, recipe: str, root: Path | None = None
+    name: str, source: Source | list[Path], convert: Callable[[Source, Path], None], *, recipe: str,
+    root: Path | None = None
 ) -> Path:
     """The verified folder ``root/name`` holding ``convert``'s output for ``source``, converted when needed."""
-    source = Path(source)
-    if not source.is_file():
-        raise FileNotFoundError(f"the file to convert, {source}, does not exist")
+    source = _as_source(source)
+    for part in source if isinstance(source, tuple) else (source,):
+        if not part.is_file():
+            raise FileNotFoundError(f"the file to convert, {part}, does not exist")
     primary = (root or cache_root()) / name
     problem = verify(primary, source, recipe)
     if problem is None:

