@@ -42,14 +42,16 @@ def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
     s = d.DEMO
     p.add_argument("--plus", default=s.plus, help="positive prompt of the pair")
     p.add_argument("--minus", default=s.minus, help="negative prompt of the pair")
-    p.add_argument("--layer", type=_int_at_least(0), default=s.layer, help="inject at blocks.LAYER.hook_resid_pre")
-    p.add_argument("--coeff", type=float, default=s.coeff)
+    p.add_argument("--layer", type=_int_at_least(0), default=None,
+                   help="inject at blocks.LAYER.hook_resid_pre (demo default: the model's measured setting)")
+    p.add_argument("--coeff", type=float, default=None, help="coefficient (demo default: the measured setting)")
     p.add_argument("--prompt", action="append", default=None, help="user prompt (repeatable)")
-    p.add_argument("--kind", choices=("actadd", "mean_diff"), default="actadd" if not demo else s.kind,
+    p.add_argument("--kind", choices=("actadd", "mean_diff"), default=None,
                    help="ActAdd pair difference, or mean difference over the built-in sentiment pairs")
     p.add_argument("--align", choices=("front", "mid", "back", "all"), default=None,
                    help="default: front for actadd, all for mean_diff")
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--model", default="smollm2-135m", help="an embedded model (smollm2-135m, gemma-3-270m), a "
+                   "GGUF file or a model folder")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--n", type=_int_at_least(1), default=1, help="completions per prompt (seeds seed..seed+n-1)")
     p.add_argument("--max-new-tokens", type=_int_at_least(1), default=s.max_new_tokens)

@@ -83,8 +83,9 @@ CHAT_QUESTIONS = [
 ]
 CHAT_SENTIMENT = [(q, pos, neg) for q, (pos, neg) in zip(CHAT_QUESTIONS, SENTIMENT_PAIRS, strict=True)]
 
-# Chosen by `actlens demo --measure` (README: "Does the demo steer?").
+# Chosen by `actlens demo --measure` (README: "Does the demo steer?"), per embedded model.
 DEMO = Settings(kind="mean_diff", layer=12, coeff=4.0, align="all")
+DEMOS = {"smollm2-135m": DEMO, "gemma-3-270m": Settings(kind="actadd", layer=6, coeff=5.0, align="front")}
 
 CANDIDATES = [
     Settings(kind="actadd", layer=6, coeff=5.0, align="front"),  # the paper's toxicity settings (H5 harness)
@@ -94,6 +95,32 @@ CANDIDATES = [
     Settings(kind="mean_diff", layer=8, coeff=4.0, align="all"),
     Settings(kind="mean_diff", layer=12, coeff=4.0, align="all"),
 ]
+# Gemma 3 270M (18 layers): the paper's front-aligned recipes (LW1/H5 l=6 c=5; ICLR l=6 c=3), the
+# research note's best small-sample layers (2, 4), and mean-difference vectors at a third and half depth.
+CANDIDATES_BY_MODEL = {
+    "smollm2-135m": CANDIDATES,
+    "gemma-3-270m": [
+        Settings(kind="actadd", layer=6, coeff=5.0, align="front"),
+        Settings(kind="actadd", layer=6, coeff=3.0, align="front"),
+        Settings(kind="actadd", layer=2, coeff=1.0, align="front"),
+        Settings(kind="actadd", layer=4, coeff=1.0, align="front"),
+        Settings(kind="mean_diff", layer=6, coeff=4.0, align="all"),
+        Settings(kind="mean_diff", layer=9, coeff=4.0, align="all"),
+    ],
+}
+
+
+def settings_for(model_name: str) -> tuple[Settings, list[Settings]]:
+    """The demo setting and measured candidates of an embedded model (others: SmolLM2's).
+
+    >>> settings_for("Gemma-3-270M")[0].label
+    'Love-Hate L6 c5 front'
+    """
+    from actlens import embedded
+
+    known = embedded.lookup(model_name)
+    key = known.name if known is not None and known.name in DEMOS else "smollm2-135m"
+    return DEMOS[key], CANDIDATES_BY_MODEL[key]
 
 
 def make_vector(model, s: Settings) -> SteeringVector:
@@ -106,12 +133,17 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``actlens steer`` and ``actlens demo``."""
     if getattr(args, "measure", False):
         return _print_measurement(args)
-    align = args.align or ("front" if args.kind == "actadd" else "all")
-    position = 1 if align == "all" and args.kind == "actadd" else None
-    s = Settings(kind=args.kind, layer=args.layer, coeff=args.coeff, align=align, position=position,
+    default, _ = settings_for(args.model)
+    kind = args.kind or (default.kind if args.command == "demo" else "actadd")
+    same = kind == default.kind
+    layer = default.layer if args.layer is None else args.layer
+    coeff = default.coeff if args.coeff is None else args.coeff
+    align = args.align or (default.align if same else "front" if kind == "actadd" else "all")
+    position = 1 if align == "all" and kind == "actadd" else None
+    s = Settings(kind=kind, layer=layer, coeff=coeff, align=align, position=position,
                  plus=args.plus, minus=args.minus, max_new_tokens=args.max_new_tokens)
     chat = getattr(args, "chat", False)
-    prompts = args.prompt or [CHAT_TURNS[0] if chat else DEMO.prompt]
+    prompts = args.prompt or [CHAT_TURNS[0] if chat else default.prompt]
     model = load_model(args.model)
     vector = make_vector(model, s)
     if args.save:
@@ -210,11 +242,8 @@ def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int =
 
 def _print_measurement(args) -> int:
     model = load_model(args.model)
-    seeds = tuple(range(args.seed, args.seed + 3))
-    if getattr(args, "chat", False):
-        frame = measure_chat(model, seeds=seeds, max_new_tokens=args.max_new_tokens)
-    else:
-        frame = measure(model, seeds=seeds, max_new_tokens=args.max_new_tokens)
+    chat = getattr(args, "chat", False)
+    prompts = args.prompt or [CHAT_TURNS[0] if chat else default.prompt]
     table = summarise(frame)
     print(markdown(table))
     if args.measure_out:
