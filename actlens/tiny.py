@@ -8,17 +8,13 @@ from typing import Literal
 
 import torch
 
-Arch = Literal["llama", "gpt2", "native"]
-
-# ChatML as SmolLM2 writes it, with the tiny tokenizer's BOS/EOS in the roles of <|im_start|>/<|im_end|>.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ bos_token + m['role'] + '\\n' + m['content'] + eos_token + '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ bos_token + 'assistant\\n' }}{% endif %}"
-)
+Arch = Literal["llama", "gpt2", "gemma3", "native"]
+HFArch = Literal["llama", "gpt2", "gemma3"]
+GEMMA_WINDOW = 4  # tiny Gemma 3 sliding window: prompts plus generations easily exceed it
 
 
 def tiny_tokenizer():
-    """A byte-level tokenizer with ``<bos>``, ``<eos>``, a distinct ``<pad>`` and a ChatML-like chat template."""
+    """A byte-level tokenizer with ``<bos>``, ``<eos>`` and a distinct ``<pad>``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -31,19 +27,19 @@ def tiny_tokenizer():
         tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
     )
     tok.add_bos_token = True
-    tok.chat_template = CHAT_TEMPLATE
     tok.init_kwargs["name_or_path"] = "in-memory"  # TL 4.3 pops this key at boot
     return tok
 
 
-def tiny_hf(arch: Literal["llama", "gpt2"] = "llama", *, seed: int = 0, d_model: int = 64, n_layers: int = 4):
+def tiny_hf(arch: HFArch = "llama", *, seed: int = 0, d_model: int = 64, n_layers: int = 4):
     """A random-weight Hugging Face causal LM and its tokenizer.
 
     >>> hf, tok = tiny_hf("gpt2")
     >>> type(hf).__name__
     'GPT2LMHeadModel'
     """
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM)
 
     tok = tiny_tokenizer()
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -58,7 +54,21 @@ def tiny_hf(arch: Literal["llama", "gpt2"] = "llama", *, seed: int = 0, d_model:
             max_position_embeddings=256, tie_word_embeddings=False, **ids,
         )
         return LlamaForCausalLM(cfg).eval(), tok
-    raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
+    if arch == "gemma3":  # sliding-window layers (window GEMMA_WINDOW) and one global layer; scaled embeddings
+        cfg = Gemma3TextConfig(
+            vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+            sliding_window=GEMMA_WINDOW, max_position_embeddings=256, tie_word_embeddings=True,
+            layer_types=["full_attention" if (i + 1) % 3 == 0 else "sliding_attention" for i in range(n_layers)],
+            attn_implementation="sdpa", **ids,
+        )
+        model = Gemma3ForCausalLM(cfg).eval()
+        with torch.no_grad():  # random RMSNorm weights (HF initialises them to 0, i.e. scale 1): a stronger test
+            for name, param in model.named_parameters():
+                if "norm" in name:
+                    param.normal_(0.0, 0.3)
+        return model, tok
+    raise ValueError(f"arch must be 'llama', 'gpt2' or 'gemma3', got {arch!r}")
 
 
 def tiny_model(arch: Arch = "llama", *, seed: int = 0, d_model: int = 64, n_layers: int = 4):

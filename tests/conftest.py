@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-ARCHS = ("llama", "gpt2", "native")
+ARCHS = ("llama", "gpt2", "gemma3", "native")
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def tiny(request, tiny_models):
     return tiny_models[request.param]
 
 
-@pytest.fixture(params=("llama", "gpt2"))
+@pytest.fixture(params=("llama", "gpt2", "gemma3"))
 def tiny_hf_model(request, tiny_models):
     """Tiny Hugging Face-backed bridges (the ones with a KV cache and a fast tree)."""
     return tiny_models[request.param]

@@ -26,7 +26,7 @@ TEXTS = ["Hello there, my good friend", "I think that", "Why is the sky so blue 
 LAYER, COEFF, NEW = 2, 4.0, 10
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gemma3"])
 def pair(request):
     """(raw Hugging Face copy, actlens bridge) with the same weights."""
     hf, tok = tiny_hf(request.param, seed=1)
