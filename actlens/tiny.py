@@ -12,9 +12,15 @@ Arch = Literal["llama", "gpt2", "gemma3", "native"]
 HFArch = Literal["llama", "gpt2", "gemma3"]
 GEMMA_WINDOW = 4  # tiny Gemma 3 sliding window: prompts plus generations easily exceed it
 
+# ChatML as SmolLM2 writes it, with the tiny tokenizer's BOS/EOS in the roles of <|im_start|>/<|im_end|>.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ bos_token + m['role'] + '\\n' + m['content'] + eos_token + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ bos_token + 'assistant\\n' }}{% endif %}"
+)
+
 
 def tiny_tokenizer():
-    """A byte-level tokenizer with ``<bos>``, ``<eos>`` and a distinct ``<pad>``."""
+    """A byte-level tokenizer with ``<bos>``, ``<eos>``, a distinct ``<pad>`` and a ChatML-like chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -27,6 +33,7 @@ def tiny_tokenizer():
         tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
     )
     tok.add_bos_token = True
+    tok.chat_template = CHAT_TEMPLATE
     tok.init_kwargs["name_or_path"] = "in-memory"  # TL 4.3 pops this key at boot
     return tok
 
