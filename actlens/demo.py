@@ -242,8 +242,11 @@ def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int =
 
 def _print_measurement(args) -> int:
     model = load_model(args.model)
-    chat = getattr(args, "chat", False)
-    prompts = args.prompt or [CHAT_TURNS[0] if chat else default.prompt]
+    seeds = tuple(range(args.seed, args.seed + 3))
+    if getattr(args, "chat", False):
+        frame = measure_chat(model, seeds=seeds, max_new_tokens=args.max_new_tokens)
+    else:
+        frame = measure(model, settings_for(args.model)[1], seeds=seeds, max_new_tokens=args.max_new_tokens)
     table = summarise(frame)
     print(markdown(table))
     if args.measure_out:

