@@ -334,11 +334,11 @@ def _figures(args: argparse.Namespace, ids: list[str], job, out: Path, png: str 
         entry |= _write(fig_id, output, out, png)
         manifest["figures"][fig_id] = entry
         manifest_path.write_text(json.dumps(manifest, indent=1, default=str))
-        (out / "README.md").write_text(readme(manifest))
+        write_readmes(out, manifest)
         print(f"[{fig_id}] done in {elapsed:.0f} s: {entry['files']['html']}, {entry['files']['csv']}, png "
               f"{entry['png']}", file=sys.stderr, flush=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, default=str))
-    (out / "README.md").write_text(readme(manifest))
+    write_readmes(out, manifest)
     if args.estimate:
         _print_estimate(job, timings)
     if failed:
@@ -361,6 +361,21 @@ def _print_estimate(job, timings: dict) -> None:
             print(f"{fig_id:20s} ran in full: {seconds / 60:.1f} min")
             total += seconds
     print(f"projected full run: ~{total / 60:.0f} min (plus model loading)")
+
+
+def write_readmes(out: Path, manifest: dict) -> None:
+    """``out/README.md``, and the side-by-side table in the README of the folder holding every model's run
+    (``out`` itself, or its parent when ``out`` is ``figures/<model>``)."""
+    from actlens.figure_compare import table
+
+    (out / "README.md").write_text(readme(manifest) + "\n".join(["", *table(out)]))
+    parent = out.resolve().parent / "manifest.json"
+    if parent.is_file():
+        try:
+            (parent.parent / "README.md").write_text(readme(json.loads(parent.read_text())) + "\n".join(
+                ["", *table(parent.parent)]))
+        except (OSError, ValueError) as err:
+            print(f"actlens figures: could not update {parent.parent / 'README.md'} ({err})", file=sys.stderr)
 
 
 def readme(manifest: dict) -> str:

@@ -295,8 +295,7 @@ def _hub_snapshot(name: str) -> Path:
 
     close = embedded.closest(name)
     if close and embedded.looks_embedded(name):  # a misspelt embedded name: say so before asking the hub
-        raise ValueError(f"unknown model {name!r}; did you mean {' or '.join(map(repr, close))}? Embedded "
-                         f"models: {embedded.names()}")
+        raise ValueError(f"unknown model {name!r}. Did you mean {close}? Embedded models: {embedded.names()}")
     try:
         from huggingface_hub import snapshot_download
 

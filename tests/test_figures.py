@@ -146,3 +146,31 @@ def test_png_problem_returns_when_kaleido_finds_no_browser(tmp_path):
 @pytest.mark.slow
 def test_png_export_works_exactly_when_a_browser_is_found():
     assert (figures.png_problem() is None) == (figures.find_browser() is not None)
+
+
+def test_side_by_side_table_reads_every_models_manifest(tmp_path):
+    """figures/README.md puts the paper and each model's full run side by side (smoke runs are left out)."""
+    from actlens.figure_compare import table
+
+    def write(folder, name, note, smoke=False):
+        folder.mkdir(parents=True, exist_ok=True)
+        entry = dict(status="ok", files=dict(html="t.html", png="t.png", csv="t.csv"), notes=[f"{name}: 0.50 [0.40, 0.60].",
+                                         f"Paper (GPT-2-XL, c=1): '> 90 %'. Here {note}"])
+        manifest = dict(model=dict(name=name), git=dict(commit="abc1234def"), smoke=smoke,
+                        figures={"topic_by_layer": entry})
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    write(tmp_path, "smollm2-135m", "the size of effect is NOT reproduced.")
+    assert table(tmp_path) == []  # one model: nothing to compare
+    write(tmp_path / "gemma-3-270m", "gemma-3-270m", "the peak reaches that level.")
+    write(tmp_path / "tiny", "tiny", "smoke.", smoke=True)
+    lines = table(tmp_path)
+    header = next(line for line in lines if line.startswith("| figure"))
+    assert header == "| figure | paper | `smollm2-135m` | `gemma-3-270m` |"
+    row = next(line for line in lines if "(`topic_by_layer`)" in line)
+    assert "Paper (GPT-2-XL, c=1): '> 90 %'." in row
+    assert "NOT reproduced." in row and "the peak reaches that level." in row and "0.50 [0.40, 0.60]" in row
+    assert "(`sentiment_by_coeff`) | – | not run | not run |" in "\n".join(lines)
+    figures.write_readmes(tmp_path / "gemma-3-270m", json.loads((tmp_path / "gemma-3-270m" / "manifest.json")
+                                                                  .read_text()))
+    assert "side by side" in (tmp_path / "README.md").read_text()  # the parent's README got the table

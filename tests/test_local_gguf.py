@@ -40,7 +40,7 @@ def test_embedded_names_and_aliases_resolve():
 @pytest.mark.parametrize("typo, expected", [("gemma-270m", "gemma-3-270m"), ("smollm-135m", "smollm2-135m"),
                                             ("gemma3-270", "gemma3-270m")])
 def test_unknown_name_lists_the_closest_embedded_names(typo, expected):
-    with pytest.raises(ValueError, match="did you mean") as err:
+    with pytest.raises(ValueError, match="Did you mean") as err:
         actlens.load_model(typo)
     assert repr(expected) in str(err.value)
 
