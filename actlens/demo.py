@@ -85,7 +85,8 @@ CHAT_SENTIMENT = [(q, pos, neg) for q, (pos, neg) in zip(CHAT_QUESTIONS, SENTIME
 
 # Chosen by `actlens demo --measure` (README: "Does the demo steer?"), per embedded model.
 DEMO = Settings(kind="mean_diff", layer=12, coeff=4.0, align="all")
-DEMOS = {"smollm2-135m": DEMO, "gemma-3-270m": Settings(kind="actadd", layer=6, coeff=5.0, align="front")}
+# Gemma 3 270M: the paper's own front-aligned recipe (ICLR: Love - Hate, l=6, c=3) measurably steers it.
+DEMOS = {"smollm2-135m": DEMO, "gemma-3-270m": Settings(kind="actadd", layer=6, coeff=3.0, align="front")}
 
 CANDIDATES = [
     Settings(kind="actadd", layer=6, coeff=5.0, align="front"),  # the paper's toxicity settings (H5 harness)
@@ -114,7 +115,7 @@ def settings_for(model_name: str) -> tuple[Settings, list[Settings]]:
     """The demo setting and measured candidates of an embedded model (others: SmolLM2's).
 
     >>> settings_for("Gemma-3-270M")[0].label
-    'Love-Hate L6 c5 front'
+    'Love-Hate L6 c3 front'
     """
     from actlens import embedded
 
