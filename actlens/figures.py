@@ -403,7 +403,25 @@ def readme(manifest: dict) -> str:
         lines += ["Files: " + ", ".join(links) + (f" (PNG {entry['png']})" if not files.get("png") else ""), "",
                   "Measured" + (" (smoke settings)" if entry.get("smoke") else "") + ":", ""]
         lines += [f"- {note}" for note in entry.get("notes", [])] + [""]
+        size = sample_size(entry.get("config") or {})
+        lines += [f"Sample size: {size}.", ""] if size else []
     return "\n".join(lines)
+
+
+def sample_size(config: dict) -> str:
+    """How much a figure sampled, read from its configuration (so a reduced run says so).
+
+    >>> sample_size({"n_texts": 16})
+    '16 texts'
+    >>> sample_size({"sweeps": [{"grid": {"prompts": ["a", "b"], "seeds": [0, 1, 2], "layers": [0, 3]}}]})
+    '2 prompt(s) x 3 sample(s) per setting, layers [0, 3]'
+    """
+    parts = [f"{config['n_texts']} texts"] if "n_texts" in config else []
+    for sweep in config.get("sweeps", [])[:1]:
+        grid = sweep.get("grid", {})
+        parts.append(f"{len(grid.get('prompts', []))} prompt(s) x {len(grid.get('seeds', []))} sample(s) per setting, "
+                     f"layers {grid.get('layers')}")
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":
