@@ -228,9 +228,10 @@ def kl_budget(job: Job) -> Output:
         spread_kl, spread_u = group.logit_kl.std(), group.logit_units.std()
         cv_kl = spread_kl / abs(group.logit_kl.mean()) if group.logit_kl.mean() else float("nan")
         cv_u = spread_u / abs(group.logit_units.mean()) if group.logit_units.mean() else float("nan")
-        notes.append(f"{name}: " + ("the KL budget gives MORE uniform effects across layers than equal units"
-                                    if cv_kl < cv_u else "the KL budget does NOT give more uniform effects "
-                                    "across layers than equal units") + f" (log-odds shift, coefficient of variation "
+        verdict = ("about as uniform across layers as equal units" if abs(cv_kl - cv_u) <= 0.05 * max(cv_kl, cv_u)
+                   else "MORE uniform effects across layers than equal units" if cv_kl < cv_u
+                   else "LESS uniform effects across layers than equal units")
+        notes.append(f"{name}: the KL budget gives {verdict} (log-odds shift, coefficient of variation "
                      f"{cv_kl:.2f} vs {cv_u:.2f}).")
     return Output(fig, study, dict(target_kl=_budget(job), sets=[s[0] for s in SETS]), job.seeds(1, 1), notes,
                   sorted((job.out / "steerability_effect").glob("*.jsonl")))
