@@ -82,7 +82,7 @@ def test_touched_lists_rows_read_at_sinks(tiny_models):
 def test_smollm2_sinks_bos_and_first_token(smol):
     report = sinks(smol, ["I hate you because", "Love is here"], layers=[6])
     frame = report.to_frame()
-    assert 0 in set(frame.position) and frame[frame.position == 0].ratio.min() > 50  # BOS: ~180x
+    assert 0 in set(frame.position) and frame[frame.position == 0].ratio.min() > 5  # BOS: 8x here, ~180x at layers 2-4
     faithful = touched(smol, actadd_vector(smol, "Love", "Hate", 6))
     assert [t.position for t in faithful] == [1, 2]
     assert touched(smol, sink_aware_actadd(smol, "Love", "Hate", 6)) == []
