@@ -30,13 +30,18 @@ def split_paper_note(notes: list[str]) -> tuple[str, str]:
 
     >>> split_paper_note(["x: 0.5", "Paper (GPT-2-XL): falls. Here the ratio does NOT fall."])
     ('Paper (GPT-2-XL): falls.', 'Here the ratio does NOT fall.')
+    >>> split_paper_note(["Paper (LW1): targeted. Same here."])
+    ('Paper (LW1): targeted.', 'Same here.')
     >>> split_paper_note(["Cosine ... The paper reports no such analysis."])
     ('no counterpart in the paper', '')
     """
     for note in notes:
         if note.startswith("Paper"):
-            head, sep, tail = note.partition(" Here")
-            return head.strip(), (sep + tail).strip()
+            for marker in (" Here", " Same here", " NOT so here"):
+                head, sep, tail = note.partition(marker)
+                if sep:
+                    return head.strip(), (sep + tail).strip()
+            return note, ""
     return "no counterpart in the paper", ""
 
 
