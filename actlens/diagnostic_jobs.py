@@ -51,7 +51,9 @@ def sinks_figure(job: Job) -> Output:
                      + (", ".join(f"row {t.position} ({t.plus_token!r} {t.plus_ratio:.1f}× / {t.minus_token!r} "
                                   f"{t.minus_ratio:.1f}×; ‖Δ‖ = {t.row_ratio:.1f}× median)" for t in hits)
                         if hits else "no sink row") + ".")
-    return Output(plots.fig_sinks(report), frame, dict(threshold=report.threshold, texts="reference_texts.txt"),
+    # The CSV is the heatmap's data (every layer and position), not only the flagged cells: a model
+    # without sinks still gets its norm profile, and the flagged cells are the rows with flagged=True.
+    return Output(plots.fig_sinks(report), report.profile(), dict(threshold=report.threshold, texts="reference_texts.txt"),
                   [], notes)
 
 

@@ -105,6 +105,22 @@ class SinkReport:
         padded = [torch.nn.functional.pad(r, (0, width - r.shape[1])) for r in self.ratios]
         return torch.stack(padded).amax(0)
 
+    def profile(self) -> pd.DataFrame:
+        """The heatmap behind the sinks figure, long form: one row per (layer, position) with the largest
+        ratio over the texts that reach that position and whether it is at or above the threshold.
+
+        Unlike :meth:`to_frame` it is never empty, so a model without sinks still shows its norm profile.
+
+        >>> from actlens.tiny import tiny_model
+        >>> sinks(tiny_model(), ["I think so"], threshold=1e9).profile().columns.tolist()
+        ['layer', 'position', 'max_ratio', 'flagged']
+        """
+        ratio = self.max_ratio()
+        records = [dict(layer=layer, position=p, max_ratio=float(ratio[li, p]),
+                        flagged=bool(ratio[li, p] >= self.threshold))
+                   for li, layer in enumerate(self.layers) for p in range(ratio.shape[1])]
+        return pd.DataFrame.from_records(records, columns=["layer", "position", "max_ratio", "flagged"])
+
     def positions(self, *, min_share: float = 0.5) -> list[int]:
         """Positions flagged (at some layer) in at least ``min_share`` of the texts that reach them.
 

@@ -55,6 +55,7 @@ def test_sampling_figures_keep_their_completions_and_resume(smoke):
     _, out = smoke
     files = sorted(p.name for p in out.glob("*.completions.jsonl"))
     assert files == ["sentiment_by_coeff.actadd.completions.jsonl", "sentiment_by_coeff.mean_diff.completions.jsonl",
+                     "sink_aware.sentiment.completions.jsonl", "sink_aware.weddings.completions.jsonl",
                      "topic_by_layer.actadd.completions.jsonl", "topic_by_layer.mean_diff.completions.jsonl"]
     before = (out / "topic_by_layer.csv").read_bytes()
     assert cli(["figures", "--smoke", "--out", str(out), "--only", "topic_by_layer", "--no-progress"]) == 0
