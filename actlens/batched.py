@@ -9,9 +9,9 @@ hooks go on exit, also on error) and pure (hooks return a new tensor).
 
 Sampling is *keyed per row*: each row draws one uniform number per step from its own
 generator, seeded from the row's key (for sweeps: the seed and the prompt), and picks its
-token by inverse-CDF sampling (:class:`KeyedSample`). This samples from the same distribution
-as the paper's settings (temperature, frequency penalty, top-p, applied in
-:mod:`actlens.generation`'s order, with the same processors), but a row's tokens depend only
+token by inverse-CDF sampling (:class:`actlens.sampling.KeyedSample`). This samples from the
+same distribution as the paper's settings (temperature, frequency penalty, top-p, with
+:mod:`actlens.sampling`'s processors), but a row's tokens depend only
 on its prompt, request and key, never on the other rows of its batch. So a batched sweep and
 a one-setting-at-a-time run give the same tokens, and the unsteered and steered completions
 of one key share their random numbers (paired comparisons). These samples differ from
@@ -19,7 +19,6 @@ of one key share their random numbers (paired comparisons). These samples differ
 """
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,13 +26,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
-from transformers import GenerationConfig, LogitsProcessor
 
-from actlens import _validation, prompts
-from actlens.generation import sampling_processors
+from actlens import _validation, prompts, sampling
 from actlens.intervene import Addition, Steering, additions, make_hook, needed_length
 from actlens.model import device_of, fast_tree, forward, hook_name, padding, state
 from actlens.positions import Positions, injected_at
+from actlens.sampling import Sampling
 from actlens.types import ALIGNS, SHORT_PROMPTS, Align, Phase, ShortPrompt
 
 
@@ -174,124 +172,53 @@ def forward_rows(
     return logits, batch
 
 
-# --- keyed sampling ------------------------------------------------------------------------------
-def key_seed(*parts: int | str) -> int:
-    """A 63-bit seed from ints and strings, stable across runs and machines.
-
-    >>> key_seed(0, "I think") == key_seed(0, "I think") != key_seed(1, "I think")
-    True
-    """
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
-
-
-# Recorded in every sweep's configuration hash: resuming a sweep file written with another sampler
-# would mix completions from different random streams, so it raises instead.
-SAMPLER = "keyed-inverse-cdf/topk-nucleus"
-
-
-class KeyedSample(LogitsProcessor):
-    """Draws one token per row from ``softmax(scores)`` with one uniform from the row's own generator.
-
-    Inverse-CDF sampling: the returned scores are 0 at the drawn token and -inf elsewhere, so
-    the arg-max of greedy decoding that follows picks it.
-
-    >>> KeyedSample([0])(None, torch.tensor([[0.0, float("-inf"), 1.0]])).tolist()
-    [[-inf, -inf, 0.0]]
-    """
-
-    def __init__(self, seeds: Sequence[int]):
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        if scores.shape[0] != len(self.generators):
-            raise ValueError(f"KeyedSample has {len(self.generators)} generators but the batch has "
-                             f"{scores.shape[0]} rows")
-        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
-        cdf = torch.softmax(scores.double(), dim=-1).cumsum(-1)
-        target = (u.to(cdf.device) * cdf[:, -1])[:, None]
-        token = torch.searchsorted(cdf, target, right=True).clamp(max=scores.shape[-1] - 1)
-        return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
-
-
-def _processors(temperature: float, top_p: float, freq_penalty: float, starts: Tensor, seeds: Sequence[int]):
-    procs = sampling_processors(temperature, top_p, freq_penalty, starts)
-    if temperature > 0:
-        procs.append(KeyedSample(seeds))
-    return procs
-
-
 def generate_rows(
     model: TransformerBridge,
     rows: Sequence[Sequence[int]],
     requests: Sequence[Request | None],
     seeds: Sequence[int],
-    *,
-    max_new_tokens: int = 40,
-    temperature: float = 1.0,
-    top_p: float = 0.3,
-    freq_penalty: float = 1.0,
-    stop_at_eos: bool = True,
+    settings: Sampling = Sampling(),
 ) -> list[list[int]]:
     """New token ids per row (EOS and what follows removed), one batch, keyed sampling.
 
     ``rows`` are token ids with BOS (see :func:`encode_rows`); ``seeds[r]`` seeds row r's noise
-    (see :func:`key_seed`). ``temperature=0`` is greedy.
+    (see :func:`actlens.sampling.key_seed`). ``settings.temperature=0`` is greedy.
 
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model()
-    >>> a = generate_rows(model, [[0, 40, 41], [0, 50]], [None, None], [7, 8], max_new_tokens=4)
-    >>> b = generate_rows(model, [[0, 50]], [None], [8], max_new_tokens=4)
+    >>> a = generate_rows(model, [[0, 40, 41], [0, 50]], [None, None], [7, 8], Sampling(max_new_tokens=4))
+    >>> b = generate_rows(model, [[0, 50]], [None], [8], Sampling(max_new_tokens=4))
     >>> a[1] == b[0]   # a row does not depend on the others
     True
     """
     if not (len(rows) == len(requests) == len(seeds)) or not rows:
         raise ValueError(f"need as many requests and seeds as rows (at least one), got {len(rows)}, "
                          f"{len(requests)}, {len(seeds)}")
-    eos = model.tokenizer.eos_token_id if stop_at_eos else None
+    if not isinstance(settings, Sampling):
+        raise TypeError(f"settings must be an actlens.sampling.Sampling, got {type(settings).__name__}")
+    eos = model.tokenizer.eos_token_id if settings.stop_at_eos else None
     if fast_tree(model) is None:  # no KV cache: recompute; group equal lengths so no row is padded
         out: list[list[int]] = [[] for _ in rows]
         for length in sorted({len(r) for r in rows}):
             idx = [i for i, r in enumerate(rows) if len(r) == length]
-            new = _uncached(model, [rows[i] for i in idx], [requests[i] for i in idx], [seeds[i] for i in idx],
-                            max_new_tokens, temperature, top_p, freq_penalty, eos)
-            for i, tokens in zip(idx, new, strict=True):
-                out[i] = tokens
+            tokens = torch.tensor([list(rows[i]) for i in idx], dtype=torch.long, device=device_of(model))
+            procs = sampling.processors(settings, torch.zeros(len(idx), dtype=torch.long), [seeds[i] for i in idx])
+            with (torch.inference_mode(), padding(model, [0] * len(idx), [length] * len(idx)),
+                  steer_rows(model, [requests[i] for i in idx])):
+                new = sampling.decode_loop(lambda t: forward(model, t)[:, -1], tokens, procs,
+                                           max_new_tokens=settings.max_new_tokens, sample=False, eos=eos)
+            for i, row in zip(idx, new.tolist(), strict=True):
+                out[i] = sampling.until_eos(row, eos)
         return out
     batch = prompts.left_pad([list(r) for r in rows], prompts.pad_token_id(model))
-    config = GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-        min_new_tokens=0 if stop_at_eos else max_new_tokens,
-        eos_token_id=eos, pad_token_id=prompts.pad_token_id(model), use_cache=True,
-    )
-    procs = _processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts), seeds)
+    config = sampling.generation_config(settings, sample=False, eos=eos, pad_token_id=prompts.pad_token_id(model))
+    procs = sampling.processors(settings, torch.tensor(batch.starts), seeds)
     device = device_of(model)
     with torch.inference_mode(), padding(model, batch.starts, batch.lengths), steer_rows(model, requests):
-        out_ids = fast_tree(model).generate(
-            input_ids=batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
-            generation_config=config, logits_processor=procs)
-    return [_until_eos(row, eos) for row in out_ids[:, batch.tokens.shape[1]:].tolist()]
+        new = sampling.hf_generate(fast_tree(model), batch.tokens.to(device), batch.attention_mask.to(device),
+                                   config, procs)
+    return [sampling.until_eos(row, eos) for row in new.tolist()]
 
 
-def _uncached(model, rows, requests, seeds, max_new_tokens, temperature, top_p, freq_penalty, eos) -> list[list[int]]:
-    tokens = torch.tensor([list(r) for r in rows], dtype=torch.long, device=device_of(model))
-    start = tokens.shape[1]
-    procs = _processors(temperature, top_p, freq_penalty, torch.zeros(len(rows), dtype=torch.long), seeds)
-    done = torch.zeros(len(rows), dtype=torch.bool, device=tokens.device)
-    with torch.inference_mode(), padding(model, [0] * len(rows), [start] * len(rows)), steer_rows(model, requests):
-        for _ in range(max_new_tokens):
-            scores = procs(tokens, forward(model, tokens)[:, -1].float())
-            nxt = scores.argmax(-1)
-            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-            if eos is not None:
-                done |= nxt == eos
-                if bool(done.all()):
-                    break
-    return [_until_eos(row, eos) for row in tokens[:, start:].tolist()]
-
-
-def _until_eos(row: list[int], eos: int | None) -> list[int]:
-    return row[:row.index(eos)] if eos is not None and eos in row else row
-
-
-__all__ = ["KeyedSample", "Request", "encode_rows", "forward_rows", "generate_rows", "key_seed", "min_length",
-           "steer_rows"]
+__all__ = ["Request", "encode_rows", "forward_rows", "generate_rows", "injected_positions", "min_length",
+           "scored_positions", "steer_rows"]

@@ -3,10 +3,11 @@
 Hugging Face models generate with Hugging Face's own ``generate`` loop (KV cache, SDPA)
 on the fast tree (see :mod:`actlens.model`), steered through the TransformerLens
 HookPoints. TransformerLens native models, which have no KV cache, use a small uncached
-loop. Sampling follows the ActAdd paper's settings by default: temperature 1, top-p 0.3,
-frequency penalty 1, applied in TransformerLens's order (temperature, frequency penalty,
-then top-p). The frequency penalty counts the prompt's and the generated tokens but not
-left padding, so padded batches sample from the same distributions as single prompts.
+loop. Sampling (:mod:`actlens.sampling`) follows the ActAdd paper's settings by default:
+temperature 1, top-p 0.3, frequency penalty 1, applied in TransformerLens's order
+(temperature, frequency penalty, then top-p); ``temperature=0`` is plain greedy decoding.
+The frequency penalty counts the prompt's and the generated tokens but not left padding,
+so padded batches sample from the same distributions as single prompts.
 """
 
 import contextlib
@@ -17,72 +18,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper
 
-from actlens import _validation, prompts
+from actlens import _validation, prompts, sampling
 from actlens import chat as chat_
 from actlens.intervene import Steering, needed_length, steer
 from actlens.model import device_of, fast_tree, forward, padding
+from actlens.sampling import Sampling
 from actlens.types import SHORT_PROMPTS, Align, Phase, ShortPrompt
 from actlens.vectors import SteeringVector
-
-
-class FrequencyPenalty(LogitsProcessor):
-    """``logits - penalty * count(token)`` over each row's real tokens (pads excluded)."""
-
-    def __init__(self, penalty: float, starts: Tensor):
-        self.penalty = penalty
-        self.starts = starts  # [batch] first real position per row
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        real = torch.arange(input_ids.shape[1], device=input_ids.device)[None] >= self.starts.to(input_ids.device)[:, None]
-        counts = torch.zeros_like(scores).scatter_add_(1, input_ids, real.to(scores.dtype))
-        return scores - self.penalty * counts
-
-
-class TopP(LogitsProcessor):
-    """Nucleus filter: keeps the most likely tokens until their mass reaches ``top_p`` (-inf elsewhere).
-
-    The same rule as Hugging Face's ``TopPLogitsWarper`` (a token is kept when the mass of the
-    tokens more likely than it is below ``top_p``; the top token always; the two differ only by
-    float rounding, for tokens within ~1e-7 of the threshold), found with ``topk``
-    instead of sorting the whole vocabulary: sorting 49k scores per row per step was a third of
-    a 64-row sweep's time on CPU. ``k`` grows until the nucleus of every row fits.
-
-    >>> TopP(0.5)(None, torch.tensor([[2.0, 1.0, 0.0, -1.0]])).tolist()
-    [[2.0, -inf, -inf, -inf]]
-    """
-
-    def __init__(self, top_p: float, first_k: int = 64):
-        self.top_p, self.first_k = float(top_p), first_k
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        logp = torch.log_softmax(scores.float(), dim=-1)
-        vocab, k = scores.shape[-1], min(self.first_k, scores.shape[-1])
-        while True:
-            top, idx = logp.topk(k, dim=-1)
-            p = top.exp()
-            above = p.cumsum(-1) - p  # mass of the tokens ranked above each one
-            keep = above < self.top_p
-            keep[..., 0] = True
-            if k == vocab or not bool(keep[..., -1].any()):
-                break
-            k = min(vocab, 8 * k)
-        kept = torch.where(keep, scores.gather(-1, idx), float("-inf"))
-        return torch.full_like(scores, float("-inf")).scatter_(-1, idx, kept)
-
-
-def sampling_processors(temperature: float, top_p: float, freq_penalty: float, starts: Tensor) -> LogitsProcessorList:
-    """The paper's sampling settings as logits processors, in TransformerLens's order."""
-    procs = LogitsProcessorList()
-    if temperature > 0 and temperature != 1.0:
-        procs.append(TemperatureLogitsWarper(temperature))
-    if freq_penalty:
-        procs.append(FrequencyPenalty(freq_penalty, starts))
-    if temperature > 0 and top_p < 1.0:
-        procs.append(TopP(top_p))
-    return procs
 
 
 @dataclass(frozen=True)
@@ -207,18 +150,14 @@ def generate(
             raise ValueError("system= is a chat setting; pass chat=True to use it, or put it in the prompt")
         texts = _validation.texts("prompts", [prompts_] if isinstance(prompts_, str) else prompts_)
         encoded = [prompts.encode(model, t) for t in texts]
-    _validation.positive_int("max_new_tokens", max_new_tokens)
+    settings = Sampling(max_new_tokens, temperature, top_p, freq_penalty, stop_at_eos)
     seed, batch_size = _validation.seed(seed), _validation.batch_size(batch_size)
-    temperature = _validation.finite("temperature", temperature)
-    top_p, freq_penalty = _validation.finite("top_p", top_p), _validation.finite("freq_penalty", freq_penalty)
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
     _validation.choice("short_prompt", short_prompt, SHORT_PROMPTS)
     if paired and vector is None:
         raise ValueError("paired=True compares unsteered with steered completions; pass vector=")
     scope = dict(phase=phase, span=span, include_bos=include_bos)
     need = needed_length(model, vector, coeff, align=align, position=position, **scope)
-    settings = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
+    recorded = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
                     freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align, chat=chat,
                     system=system, **scope)
     rows = [prompts.pad_rows(model, [e], [t], min_length=need, short_prompt=short_prompt,
@@ -235,12 +174,11 @@ def generate(
             for i in range(0, len(ids), size):
                 chunk = prompts.left_pad(ids[i:i + size], prompts.pad_token_id(model))
                 with _steered(model, vector if steered else None, coeff, align, position, scope):
-                    out += _decode(model, chunk, max_new_tokens, temperature, top_p, freq_penalty,
-                                   use_cache, stop_at_eos)
+                    out += decode(model, chunk, settings, use_cache=use_cache)
         if turn_end is not None:  # a reply ends at its end-of-turn token even where that is not EOS (Llama 3)
-            out = [_until_eos(row, turn_end) for row in out]
+            out = [sampling.until_eos(row, turn_end) for row in out]
         completions = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
-        return Generation(texts, completions, out, settings | {"steered": steered})
+        return Generation(texts, completions, out, recorded | {"steered": steered})
 
     if paired:
         return PairedGeneration(unsteered=run(False), steered=run(True))
@@ -252,48 +190,33 @@ def _cuda_devices(model) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
-def _decode(model, batch: prompts.Batch, max_new_tokens, temperature, top_p, freq_penalty, use_cache, stop_at_eos) -> list[list[int]]:
-    """New token ids per row (EOS and anything after it removed)."""
-    eos = model.tokenizer.eos_token_id if stop_at_eos else None
+def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *, use_cache: bool = True
+           ) -> list[list[int]]:
+    """New token ids per row of a left-padded batch (EOS and anything after it removed), under any active steering.
+
+    Draws from the global torch generator (:func:`generate` seeds it).
+    """
+    eos = model.tokenizer.eos_token_id if settings.stop_at_eos else None
     fast = fast_tree(model)
     device = device_of(model)
+    sample = not settings.greedy
     with torch.inference_mode(), padding(model, batch.starts, batch.lengths):
         if fast is not None:
-            config = GenerationConfig(
-                do_sample=temperature > 0, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                eos_token_id=[] if eos is None else eos,  # None would fall back to the model default
-                pad_token_id=prompts.pad_token_id(model), use_cache=use_cache,
-            )
-            procs = sampling_processors(temperature, top_p, freq_penalty, torch.tensor(batch.starts))
-            out = fast.generate(input_ids=batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
-                                generation_config=config, logits_processor=procs)
-            new = out[:, batch.tokens.shape[1]:].tolist()
-        else:
-            unpadded = sampling_processors(temperature, top_p, freq_penalty, torch.zeros(1, dtype=torch.long))
-            new = [_native_decode(model, batch.tokens[row:row + 1, start:], unpadded, max_new_tokens, temperature, eos)
-                   for row, start in enumerate(batch.starts)]
-    return [_until_eos(row, eos) for row in new]
+            config = sampling.generation_config(settings, sample=sample, eos=eos,
+                                                pad_token_id=prompts.pad_token_id(model), use_cache=use_cache)
+            procs = sampling.processors(settings, torch.tensor(batch.starts))
+            new = sampling.hf_generate(fast, batch.tokens.to(device), batch.attention_mask.to(device), config,
+                                       procs).tolist()
+        else:  # TL native models have no KV cache: one unpadded prompt at a time, recomputed every step
+            procs = sampling.processors(settings, torch.zeros(1, dtype=torch.long))
+            new = []
+            for row, start in enumerate(batch.starts):
+                tokens = batch.tokens[row:row + 1, start:].to(device)
+                with padding(model, [0], [tokens.shape[1]]):
+                    new += sampling.decode_loop(lambda t: forward(model, t)[:, -1], tokens, procs,
+                                                max_new_tokens=settings.max_new_tokens, sample=sample,
+                                                eos=eos).tolist()
+    return [sampling.until_eos(row, eos) for row in new]
 
 
-def _native_decode(model, tokens: Tensor, procs: LogitsProcessorList, max_new_tokens, temperature, eos) -> list[int]:
-    """One prompt, no KV cache (TL native models have none): recompute every step."""
-    tokens = tokens.to(device_of(model))
-    start = tokens.shape[1]
-    with padding(model, [0], [start]):
-        for _ in range(max_new_tokens):
-            scores = procs(tokens, forward(model, tokens)[:, -1].float())
-            if temperature > 0:
-                nxt = torch.multinomial(torch.softmax(scores, -1), 1)
-            else:
-                nxt = scores.argmax(-1, keepdim=True)
-            tokens = torch.cat([tokens, nxt], dim=1)
-            if eos is not None and int(nxt) == eos:
-                break
-    return tokens[0, start:].tolist()
-
-
-def _until_eos(row: list[int], eos: int | None) -> list[int]:
-    return row[:row.index(eos)] if eos is not None and eos in row else row
-
-
-__all__ = ["Generation", "PairedGeneration", "SteeringVector", "generate", "steered_logits"]
+__all__ = ["Generation", "PairedGeneration", "SteeringVector", "decode", "generate", "steered_logits"]

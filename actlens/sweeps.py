@@ -30,9 +30,10 @@ from transformer_lens import TransformerBridge
 from actlens import _validation
 from actlens import metrics as _metrics
 from actlens._store import Store
-from actlens.batched import SAMPLER, Request, encode_rows, generate_rows, key_seed
+from actlens.batched import Request, encode_rows, generate_rows
 from actlens.model import check_layer, fingerprint
 from actlens.positions import Placement, Scope
+from actlens.sampling import SAMPLER, Sampling, key_seed
 from actlens.types import ALIGNS, Align, Phase
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
@@ -171,24 +172,6 @@ class Grid:
                     seeds=list(self.seeds), controls=list(self.controls), control_seed=self.control_seed)
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Decoding settings; the defaults are the ActAdd paper's (T = 1, top-p 0.3, frequency penalty 1)."""
-
-    max_new_tokens: int = 40
-    temperature: float = 1.0
-    top_p: float = 0.3
-    freq_penalty: float = 1.0
-    stop_at_eos: bool = True
-
-    def __post_init__(self) -> None:
-        _validation.positive_int("max_new_tokens", self.max_new_tokens)
-        t, p = _validation.finite("temperature", self.temperature), _validation.finite("top_p", self.top_p)
-        _validation.finite("freq_penalty", self.freq_penalty)
-        if t < 0 or not 0 < p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {t} and {p}")
-
-
 KEY = ("condition", "vector", "layer", "coeff", "prompt", "seed")
 
 
@@ -281,9 +264,7 @@ def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampl
     requests = [vectors.request(s) for s, _, _ in rows]
     texts = [f"{_spec(grid, s).prefix}{p}" if s.condition == "prompting" else p for s, p, _ in rows]
     encoded = encode_rows(model, texts, requests, max_new_tokens=sampling.max_new_tokens)
-    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows],
-                        max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                        top_p=sampling.top_p, freq_penalty=sampling.freq_penalty, stop_at_eos=sampling.stop_at_eos)
+    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows], sampling)
     records = []
     for (s, p, seed), tokens in zip(rows, new, strict=True):
         text = model.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -367,7 +348,7 @@ def sweep(
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be an actlens.sweeps.Grid, got {type(grid).__name__}")
     if not isinstance(sampling, Sampling):
-        raise TypeError(f"sampling must be an actlens.sweeps.Sampling, got {type(sampling).__name__}")
+        raise TypeError(f"sampling must be an actlens.Sampling, got {type(sampling).__name__}")
     fns = dict(metrics or _metrics.TEXT_METRICS)
     if backend == "ray":
         if mode != "batched":

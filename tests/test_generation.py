@@ -15,7 +15,7 @@ def _greedy(model, texts, **kw):
 
 @pytest.mark.parametrize("align", ["front", "back", "all"])
 def test_cached_uncached_and_batched_agree(tiny, align):
-    v = actlens.actadd_vector(tiny, "Hi", "Yo", 2)  # k=3 fits every prompt
+    v = actlens.actadd_vector(tiny, "Yes", "No!", 2)  # k=4 fits every prompt
     kw = dict(vector=v, coeff=4.0, align=align, position=1)
     cached = _greedy(tiny, PROMPTS, **kw)
     assert cached == _greedy(tiny, PROMPTS, use_cache=False, **kw)
@@ -36,7 +36,7 @@ def test_same_seed_same_samples_and_paired_shares_the_seed(tiny):
 
 
 def test_frequency_penalty_ignores_left_padding(tiny_hf_model):
-    from actlens.generation import FrequencyPenalty
+    from actlens.sampling import FrequencyPenalty
 
     pad = prompts.pad_token_id(tiny_hf_model)
     ids = torch.tensor([[pad, pad, 5, 6, 6], [3, 4, 5, 6, 6]])
@@ -77,7 +77,7 @@ def test_generation_settings_are_validated_before_running(tiny):
 def test_top_p_keeps_the_same_tokens_as_hugging_faces_warper():
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from actlens.generation import TopP
+    from actlens.sampling import TopP
 
     gen = torch.Generator().manual_seed(0)
     checked = 0
@@ -97,7 +97,7 @@ def test_top_p_keeps_the_same_tokens_as_hugging_faces_warper():
 
 
 def test_keyed_sample_draws_from_the_softmax():
-    from actlens.batched import KeyedSample
+    from actlens.sampling import KeyedSample
 
     scores = torch.tensor([[1.0, 0.0, -torch.inf, 2.0, -1.0]])
     sampler = KeyedSample([123])

@@ -7,7 +7,8 @@ import torch
 
 import actlens
 from actlens import prompts
-from actlens.batched import Request, encode_rows, forward_rows, generate_rows, key_seed, steer_rows
+from actlens.batched import Request, encode_rows, forward_rows, generate_rows, steer_rows
+from actlens.sampling import Sampling, key_seed
 from actlens.model import hooks_registered
 from actlens.sweeps import Grid, Sampling, compare_batched, mean_diff_spec, pair_spec, sweep
 
@@ -78,8 +79,8 @@ def test_keyed_sampling_does_not_depend_on_batch_mates(tiny):
     reqs = [Request(v, 2.0), None, Request(v, -1.0)]
     rows = encode_rows(tiny, texts, reqs)
     seeds = [key_seed(0, t) for t in texts]
-    together = generate_rows(tiny, rows, reqs, seeds, max_new_tokens=5)
-    alone = [generate_rows(tiny, [r], [q], [s], max_new_tokens=5)[0] for r, q, s in zip(rows, reqs, seeds, strict=True)]
+    together = generate_rows(tiny, rows, reqs, seeds, Sampling(max_new_tokens=5))
+    alone = [generate_rows(tiny, [r], [q], [s], Sampling(max_new_tokens=5))[0] for r, q, s in zip(rows, reqs, seeds, strict=True)]
     assert together == alone
 
 
@@ -87,7 +88,7 @@ def test_greedy_rows_equal_actlens_generate(tiny_hf_model):
     model = tiny_hf_model
     v = actlens.actadd_vector(model, "Love", "Hate", 1)
     rows = encode_rows(model, ["I think that you"], [Request(v, 3.0)])
-    ours = generate_rows(model, rows, [Request(v, 3.0)], [0], max_new_tokens=6, temperature=0)
+    ours = generate_rows(model, rows, [Request(v, 3.0)], [0], Sampling(max_new_tokens=6, temperature=0))
     ref = actlens.generate(model, ["I think that you"], vector=v, coeff=3.0, max_new_tokens=6, temperature=0)
     assert ours == ref.tokens
 

@@ -137,22 +137,24 @@ def _raw_generate(w: Workload, case: Case) -> Callable[[], Tensor]:
 
 def _actlens_decode(w: Workload, case: Case, steering: Callable | None = None) -> Callable[[], Tensor]:
     """actlens's generation path on token ids (``actlens.generate`` minus tokenising the text)."""
-    from actlens.generation import _decode
+    from actlens.generation import decode
+    from actlens.sampling import Sampling
 
     tokens = w.tokens(case)
     batch = prompts.Batch(tokens, torch.ones_like(tokens), [0] * case.batch, [case.prompt_tokens] * case.batch)
     model = w.setup.model
+    settings = Sampling(max_new_tokens=case.new_tokens, temperature=0.0, top_p=1.0, freq_penalty=0.0,
+                        stop_at_eos=False)
 
-    def decode():
-        return _decode(model, batch, max_new_tokens=case.new_tokens, temperature=0.0, top_p=1.0,
-                       freq_penalty=0.0, use_cache=True, stop_at_eos=False)
+    def run():
+        return decode(model, batch, settings, use_cache=True)
 
     if steering is None:
-        return decode
+        return run
 
     def steered():
         with steering():
-            return decode()
+            return run()
 
     return steered
 
