@@ -5,7 +5,7 @@ steering request lands in a padded batch, and steered / unsteered forwards over 
 """
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -15,7 +15,7 @@ from transformer_lens import TransformerBridge
 from actlens import _validation, prompts
 from actlens.activations import resid_pre
 from actlens.intervene import Addition, additions, steer
-from actlens.model import hook_name, identity, n_layers, padding
+from actlens.model import n_layers, padding
 from actlens.readout import final_hidden
 from actlens.types import SHORT_PROMPTS, Align, ShortPrompt
 from actlens.vectors import SteeringVector
@@ -55,77 +55,6 @@ def vector_arg(model: TransformerBridge, vector: object, *, name: str = "vector"
     vector.check_model(model)
     _validation.layer(vector.layer, n_layers(model), name=f"{name}.layer")
     return vector
-
-
-def at_layer(vector: SteeringVector, layer: int, *, notes: str = "") -> SteeringVector:
-    """The same values injected at another layer (provenance kept; ``notes`` says so)."""
-    return replace(vector, layer=layer, hook_name=hook_name(layer), notes=notes or vector.notes)
-
-
-def actadd_all_layers(
-    model: TransformerBridge, plus: str, minus: str, layers: Sequence[int]
-) -> dict[int, SteeringVector]:
-    """:func:`actlens.actadd_vector` at every layer of ``layers`` from one forward of the pair.
-
-    Same tokens, space padding and provenance as ``actadd_vector(model, plus, minus, layer)``
-    (a test checks they are equal), but the two prompts run once for all layers.
-    """
-    plus_ids, minus_ids = prompts.encode(model, plus), prompts.encode(model, minus)
-    fill = prompts.space_pad(model)
-    n = max(len(plus_ids), len(minus_ids))
-    plus_ids += [fill.token_id] * (n - len(plus_ids))
-    minus_ids += [fill.token_id] * (n - len(minus_ids))
-    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), list(layers))
-    with torch.inference_mode(False):
-        return {
-            layer: SteeringVector(
-                _values=(acts[layer][0] - acts[layer][1]).clone(), layer=layer, hook_name=hook_name(layer),
-                kind="actadd", model=identity(model), compatibility_mode=compatibility_mode(model), bos_row=True,
-                plus=(plus,), minus=(minus,), plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
-                pad_token_id=fill.token_id, pad_source=fill.source,
-            )
-            for layer in layers
-        }
-
-
-def compatibility_mode(model: TransformerBridge) -> bool:
-    return bool(getattr(model, "compatibility_mode", False))
-
-
-def mean_diff_all_layers(
-    model: TransformerBridge, pairs: Sequence[tuple[str, str]], layers: Sequence[int], *, batch_size: int = 16
-) -> dict[int, SteeringVector]:
-    """CAA-style mean difference of the last real token's residual, at every layer in one pass.
-
-    Same reading as :func:`actlens.mean_diff_vector` with ``read_position="last"`` (an empty
-    text is read at its BOS), but the negative may be an empty string.
-    """
-    _validation.positive_int("batch_size", batch_size)
-    plus = [p for p, _ in pairs]
-    minus = [m for _, m in pairs]
-    sums = {layer: [torch.zeros(int(model.cfg.d_model)), torch.zeros(int(model.cfg.d_model))] for layer in layers}
-    for side, texts in enumerate((plus, minus)):
-        rows = [prompts.encode(model, t) for t in texts]
-        for i in range(0, len(rows), batch_size):
-            batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
-            acts = resid_pre(model, batch.tokens, list(layers), batch.attention_mask)
-            for layer in layers:
-                sums[layer][side] += acts[layer][:, -1].float().sum(0).cpu()  # left-padded: last column is real
-    first = mean_diff_template(model, pairs, layers[0])
-    with torch.inference_mode(False):
-        return {
-            layer: replace(at_layer(first, layer), _values=((s[0] - s[1]) / len(pairs))[None].clone())
-            for layer, s in sums.items()
-        }
-
-
-def mean_diff_template(model: TransformerBridge, pairs: Sequence[tuple[str, str]], layer: int) -> SteeringVector:
-    """A mean-difference :class:`SteeringVector` with this provenance (values filled in later)."""
-    return SteeringVector(
-        _values=torch.zeros(1, int(model.cfg.d_model)), layer=layer, hook_name=hook_name(layer), kind="mean_diff",
-        model=identity(model), compatibility_mode=compatibility_mode(model), bos_row=False,
-        plus=tuple(p for p, _ in pairs), minus=tuple(m for _, m in pairs), read_position="last",
-    )
 
 
 # --- where a steering request lands -------------------------------------------------------

@@ -60,7 +60,7 @@ class Request:
 
 def _row_additions(model: TransformerBridge, requests: Sequence[Request | None]) -> list[dict[int, list[Addition]]]:
     """Validated additions per row, grouped by layer (validation runs once per distinct request)."""
-    seen: dict[int, dict[int, list[Addition]]] = {}
+    seen: dict[tuple, dict[int, list[Addition]]] = {}
     out = []
     for req in requests:
         if req is None:
@@ -68,9 +68,11 @@ def _row_additions(model: TransformerBridge, requests: Sequence[Request | None])
             continue
         if not isinstance(req, Request):
             raise TypeError(f"each row needs an actlens.batched.Request or None, got {type(req).__name__}")
-        if id(req) not in seen:
-            seen[id(req)] = additions(model, req.vector, req.coeff, **req.where)
-        out.append(seen[id(req)])
+        # rows of a sweep share vector objects: validate each (vector, coeff, placement) once
+        key = (id(req.vector), req.coeff, repr(sorted(req.where.items())))
+        if key not in seen:
+            seen[key] = additions(model, req.vector, req.coeff, **req.where)
+        out.append(seen[key])
     return out
 
 
@@ -106,12 +108,15 @@ def scored_positions(model: TransformerBridge, rows: Sequence[Sequence[int]],
 def _row_hook(rows: list[list[Addition]], positions: Positions):
     """Hook for one layer: row r gets ``rows[r]`` (possibly nothing); returns a new tensor.
 
-    Each distinct addition is applied once, masked to the rows that ask for it
+    Each distinct addition (equal values and placement: :meth:`Addition.key`, however many
+    request objects carry it) is applied once, masked to the rows that ask for it
     (:func:`actlens.intervene.make_hook` with ``rows``).
     """
-    distinct = list({id(add): add for adds in rows for add in adds}.values())
-    masks = [[any(add is a for a in adds) for adds in rows] for add in distinct]
-    return make_hook(distinct, positions, masks)
+    keys = [[add.key() for add in adds] for adds in rows]
+    distinct = {key: add for adds, row_keys in zip(rows, keys, strict=True) for key, add in zip(row_keys, adds,
+                                                                                                 strict=True)}
+    masks = [[key in row_keys for row_keys in keys] for key in distinct]
+    return make_hook(list(distinct.values()), positions, masks)
 
 
 @contextlib.contextmanager

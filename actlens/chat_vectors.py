@@ -21,20 +21,16 @@ from transformer_lens import TransformerBridge
 
 from actlens import _validation, chat, prompts
 from actlens.activations import resid_pre
-from actlens.model import check_layer, hook_name, identity
+from actlens.model import check_layer
 from actlens.types import ReadPosition
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, from_values
 
 Contrast = tuple[chat.Conversation, str, str]
 """A user turn (or conversation), a positive and a negative assistant answer."""
 
 
 def _vector(model, layer: int, values: Tensor, kind: str, **kw) -> SteeringVector:
-    return SteeringVector(
-        _values=values.detach().float().clone(), layer=layer, hook_name=hook_name(layer), kind=kind,
-        model=identity(model), compatibility_mode=bool(getattr(model, "compatibility_mode", False)),
-        chat_template=chat.template_id(model), **kw,
-    )
+    return from_values(model, layer, values.float(), kind, chat_template=chat.template_id(model), **kw)
 
 
 def _answer_positions(start: int, end: int, read_position: ReadPosition | int, text: str) -> tuple[int, ...]:

@@ -31,7 +31,7 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _analysis, _validation
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, actadd_vectors, mean_diff_vectors
 
 Method = Literal["actadd", "mean_diff"]
 """``"actadd"``: the per-position pair difference (one pair per contrast); ``"mean_diff"``: the
@@ -205,10 +205,9 @@ def cosine_across_layers(
     with torch.inference_mode():
         for ci, (m, c) in enumerate(zip(methods, contrasts, strict=True)):
             if isinstance(c, tuple) and m == "actadd":
-                vectors = _analysis.actadd_all_layers(model, c[0], c[1], layers)
+                vectors = actadd_vectors(model, c[0], c[1], layers)
             else:
-                vectors = _analysis.mean_diff_all_layers(model, [c] if isinstance(c, tuple) else c, layers,
-                                                         batch_size=batch_size)
+                vectors = mean_diff_vectors(model, [c] if isinstance(c, tuple) else c, layers, batch_size=batch_size)
             for layer in layers:
                 vec: SteeringVector = vectors[layer]
                 name = vec.model.name

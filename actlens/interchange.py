@@ -63,7 +63,7 @@ from transformer_lens import TransformerBridge
 
 from actlens import _schema, _validation
 from actlens.model import hook_name, identity
-from actlens.vectors import SteeringVector, _base
+from actlens.vectors import SteeringVector, from_values
 
 ARCH = "controlvector"
 PROVENANCE_KEY = "actlens.provenance"
@@ -262,7 +262,7 @@ def _check_import_model(model: TransformerBridge) -> None:
 
 
 def _imported(model: TransformerBridge, layer: int, row: Tensor, source: str) -> SteeringVector:
-    return _base(model, layer, row.float()[None], "imported", bos_row=False, notes=source)
+    return from_values(model, layer, row.float()[None], "imported", bos_row=False, notes=source)
 
 
 def _field(reader, key: str):

@@ -40,9 +40,13 @@ class Addition:
         return int(self.delta.shape[0])
 
     def key(self) -> tuple:
-        """Equal for additions with equal values and placement (one hook term serves both)."""
-        return (self.placement, tuple(self.delta.shape), self.delta.dtype, self.delta.device,
-                hash(self.delta.detach().cpu().numpy().tobytes()))
+        """Equal for additions with equal values and placement, so one hook term serves both.
+
+        A ``meta`` tensor has no values to compare: it is only equal to itself.
+        """
+        delta = self.delta.detach()
+        content = id(delta) if delta.device.type == "meta" else delta.cpu().contiguous().numpy().tobytes()
+        return (self.placement, tuple(delta.shape), str(delta.dtype), content)
 
 
 def make_hook(additions: list[Addition], positions: Positions, rows: list[list[bool]] | None = None):

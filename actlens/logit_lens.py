@@ -31,7 +31,7 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens import _analysis, _validation
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, actadd_vectors
 
 Norm = Literal["residual", "scale", "none"]
 """How the final normalisation is applied to the vector (module docstring)."""
@@ -167,7 +167,7 @@ def _vectors(model: TransformerBridge, vector_or_pair: object, layers: Sequence[
             isinstance(p, str) for p in vector_or_pair):
         plus, minus = _analysis.pair_arg(vector_or_pair, name="vector_or_pair")
         wanted = _analysis.layer_list(model, layers)
-        found = _analysis.actadd_all_layers(model, plus, minus, wanted)
+        found = actadd_vectors(model, plus, minus, wanted)
         return [found[layer] for layer in wanted], f"actadd {plus!r} − {minus!r}"
     if isinstance(vector_or_pair, Sequence) and vector_or_pair and all(
             isinstance(v, SteeringVector) for v in vector_or_pair):

@@ -42,7 +42,7 @@ from transformer_lens import TransformerBridge
 from actlens import _analysis, _validation, positions, prompts
 from actlens.activations import resid_pre
 from actlens.model import check_layer, n_layers, state
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, actadd_vectors
 
 UnitsPosition = Literal["max"]
 """Which row of a vector :func:`coeff_from_units` matches to the residual norm: ``"max"`` is
@@ -77,7 +77,7 @@ def residual_scales(
     _validation.positive_int("batch_size", batch_size)
     texts = default_reference_texts() if reference_texts is None else tuple(
         _validation.texts("reference_texts", reference_texts))
-    key = (_analysis.compatibility_mode(model), texts)
+    key = (bool(getattr(model, "compatibility_mode", False)), texts)
     per_model = _SCALES.setdefault(model, {})
     if key not in per_model:
         layers = list(range(n_layers(model)))
@@ -236,7 +236,7 @@ def norm_profile(
     layers = _analysis.layer_list(model, layers)
     scales = residual_scales(model, reference_texts)[layers]
     with torch.inference_mode():
-        vectors = _analysis.actadd_all_layers(model, plus, minus, layers)
+        vectors = actadd_vectors(model, plus, minus, layers)
     norms = torch.stack([vectors[layer].norms() for layer in layers]).cpu()  # ordinary tensors, not inference ones
     first = vectors[layers[0]]
     n_ref = len(default_reference_texts() if reference_texts is None else list(reference_texts))

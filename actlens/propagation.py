@@ -27,7 +27,7 @@ from actlens import _analysis, _validation, positions
 from actlens.kl import masked_mean, run_masked
 from actlens.model import n_layers
 from actlens.types import Align, ShortPrompt
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, actadd_vectors
 
 TransferMetric = Literal["kl", "flip_rate"]
 """``"kl"``: masked mean ``KL(steered ‖ unsteered)`` in nats; ``"flip_rate"``: share of
@@ -219,9 +219,9 @@ def transfer_matrix(
     _validation.choice("metric", metric, TRANSFER_METRICS)
     _validation.texts("texts", texts)
     with torch.inference_mode():
-        extracted = _analysis.actadd_all_layers(model, plus, minus, layers)
+        extracted = actadd_vectors(model, plus, minus, layers)
     vectors = [
-        _analysis.at_layer(extracted[src], dst, notes=f"extracted at layer {src}, injected at layer {dst}")
+        extracted[src].at_layer(dst, notes=f"extracted at layer {src}, injected at layer {dst}")
         for src in layers for dst in layers
     ]
     texts, _, _, counted, _, _, outputs = run_masked(

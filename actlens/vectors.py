@@ -1,7 +1,7 @@
 """Steering vectors: ActAdd's per-position pair difference and CAA-style mean differences.
 
-A :class:`SteeringVector` is immutable and carries its provenance: the layer and hook
-name, the prompts and their tokens, the model's identity, and whether TransformerLens
+A :class:`SteeringVector` is immutable and carries its provenance: the layer (its hook
+name follows from it, :func:`actlens.hook_name`), the prompts and their tokens, the model's identity, and whether TransformerLens
 compatibility mode (weight processing, which changes LayerNorm models' residuals) was on.
 """
 
@@ -37,7 +37,6 @@ class SteeringVector:
 
     _values: Float[Tensor, "pos d_model"] = field(repr=False)
     layer: int
-    hook_name: str
     kind: str  # "actadd" | "mean_diff" | "mean_centred" | "random" | "imported"
     model: ModelIdentity
     compatibility_mode: bool
@@ -69,6 +68,11 @@ class SteeringVector:
     __hash__ = None  # tensors are not hashable
 
     @property
+    def hook_name(self) -> str:
+        """Where the vector is added: ``blocks.{layer}.hook_resid_pre``."""
+        return hook_name(self.layer)
+
+    @property
     def k(self) -> int:
         return int(self._values.shape[0])
 
@@ -95,6 +99,10 @@ class SteeringVector:
             raise ValueError(f"position must be in [{-self.k}, {self.k}) for this k={self.k} vector, got {position}")
         return replace(self, _values=self._values[position:position + 1 or None].clone(), bos_row=False,
                        read_position=f"row {position % self.k}")
+
+    def at_layer(self, layer: int, *, notes: str = "") -> "SteeringVector":
+        """The same values injected at another layer (provenance kept; ``notes`` says so)."""
+        return replace(self, layer=layer, notes=notes or self.notes)
 
     def with_values(self, values: Tensor, *, kind: str | None = None, notes: str = "") -> "SteeringVector":
         """The same provenance with other values (e.g. a norm-matched random control)."""
@@ -143,6 +151,7 @@ class SteeringVector:
     # --- save / load: safetensors with JSON metadata, never pickle -----------------------
     def metadata(self) -> dict:
         meta = {k: v for k, v in asdict(self).items() if k != "_values"}
+        meta["hook_name"] = self.hook_name  # recorded for readers of the file; derived from the layer on load
         meta["format"] = FORMAT
         return meta
 
@@ -197,7 +206,7 @@ def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
         raise ValueError(f"{path}: metadata['hook_name'] is {f.obj['hook_name']!r} but layer is {layer}, whose hook "
                          f"is {hook_name(layer)!r}; the file is inconsistent")
     out = dict(
-        layer=layer, hook_name=hook_name(layer), kind=f.text("kind"), model=model,
+        layer=layer, kind=f.text("kind"), model=model,
         compatibility_mode=f.boolean("compatibility_mode"), bos_row=f.boolean("bos_row"),
         prepend_bos=f.boolean("prepend_bos", default=True), plus=f.strings("plus", default=[]),
         minus=f.strings("minus", default=[]), plus_tokens=f.int_lists("plus_tokens", model.d_vocab, default=[]),
@@ -223,11 +232,24 @@ def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
     return out
 
 
-def _base(model: TransformerBridge, layer: int, values: Tensor, kind: str, **kw) -> SteeringVector:
+
+
+def from_values(model: TransformerBridge, layer: int, values: Float[Tensor, "pos d_model"], kind: str,
+                **kw) -> SteeringVector:
+    """A vector for ``model`` at ``layer`` with these values (copied); ``kw`` is the rest of the provenance."""
+    with torch.inference_mode(False):  # extraction may run under inference mode; the vector must not be such a tensor
+        values = values.detach().clone()
     return SteeringVector(
-        _values=values.detach().clone(), layer=layer, hook_name=hook_name(layer), kind=kind,
-        model=identity(model), compatibility_mode=bool(getattr(model, "compatibility_mode", False)), **kw,
+        _values=values, layer=layer, kind=kind, model=identity(model),
+        compatibility_mode=bool(getattr(model, "compatibility_mode", False)), **kw,
     )
+
+
+def _layers(model: TransformerBridge, layers: Sequence[int]) -> list[int]:
+    out = [check_layer(model, layer) for layer in layers]
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"layers must be a non-empty list of distinct layers, got {list(layers)}")
+    return out
 
 
 def actadd_vector(
@@ -244,43 +266,61 @@ def actadd_vector(
     >>> v.k, bool(v.values[0].abs().max() == 0)   # BOS row cancels
     (5, True)
     """
-    _validation.choice("pad", pad, ("space", "eos"))
     layer = check_layer(model, layer)
+    return actadd_vectors(model, plus, minus, [layer], pad=pad)[layer]
+
+
+def actadd_vectors(
+    model: TransformerBridge, plus: str, minus: str, layers: Sequence[int], *, pad: str = "space"
+) -> dict[int, SteeringVector]:
+    """:func:`actadd_vector` at each of ``layers``, from one forward of the pair.
+
+    >>> from actlens.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> vs = actadd_vectors(model, "Love", "Hate", [1, 3])
+    >>> vs[3] == actadd_vector(model, "Love", "Hate", 3)
+    True
+    """
+    _validation.choice("pad", pad, ("space", "eos"))
+    layers = _layers(model, layers)
     plus_s, minus_s = (_validation.texts(n, [t], allow_empty_string=True)[0] for n, t in (("plus", plus), ("minus", minus)))
     plus_ids, minus_ids = prompts.encode(model, plus_s), prompts.encode(model, minus_s)
     fill = prompts.space_pad(model) if pad == "space" else prompts.SpacePad(int(model.tokenizer.eos_token_id), "eos_token")
     n = max(len(plus_ids), len(minus_ids))
     plus_ids += [fill.token_id] * (n - len(plus_ids))
     minus_ids += [fill.token_id] * (n - len(minus_ids))
-    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), [layer])[layer]
-    return _base(
-        model, layer, acts[0] - acts[1], "actadd", bos_row=True, plus=(plus_s,), minus=(minus_s,),
-        plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
-        pad_token_id=fill.token_id, pad_source=fill.source,
-    )
+    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), layers)
+    return {layer: from_values(model, layer, acts[layer][0] - acts[layer][1], "actadd", bos_row=True, plus=(plus_s,),
+                         minus=(minus_s,), plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
+                         pad_token_id=fill.token_id, pad_source=fill.source)
+            for layer in layers}
 
 
-def _read(model, texts: list[str], layer: int, read_position: ReadPosition | int, batch_size: int) -> tuple[Tensor, list[list[int]]]:
-    """One activation per text at ``read_position``: [n, d_model], and the token ids."""
+def _read(model, texts: list[str], layers: list[int], read_position: ReadPosition | int, batch_size: int
+          ) -> tuple[dict[int, Tensor], list[list[int]]]:
+    """One activation per text at ``read_position`` for each layer: {layer: [n, d_model]}, and the token ids."""
     rows = [prompts.encode(model, t) for t in texts]
-    out = []
+    out: dict[int, list[Tensor]] = {layer: [] for layer in layers}
     for i in range(0, len(rows), batch_size):
         batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
-        acts = resid_pre(model, batch.tokens, [layer], batch.attention_mask)[layer]
+        acts = resid_pre(model, batch.tokens, layers, batch.attention_mask)
         for row, start in enumerate(batch.starts):
-            real = acts[row, start + 1:] if len(rows[i + row]) > 1 else acts[row, start:]  # skip BOS
-            if read_position == "last":
-                out.append(real[-1])
-            elif read_position == "mean":
-                out.append(real.mean(0))
-            else:
-                if not -real.shape[0] <= read_position < real.shape[0]:
-                    raise ValueError(
-                        f"read_position {read_position} is outside text {texts[i + row]!r}, which has "
-                        f"{real.shape[0]} tokens after BOS"
-                    )
-                out.append(real[read_position])
-    return torch.stack(out).float(), rows
+            first = start + 1 if len(rows[i + row]) > 1 else start  # skip BOS (an empty text is read at it)
+            n_real = batch.tokens.shape[1] - first
+            if not isinstance(read_position, str) and not -n_real <= read_position < n_real:
+                raise ValueError(
+                    f"read_position {read_position} is outside text {texts[i + row]!r}, which has "
+                    f"{n_real} tokens after BOS"
+                )
+            for layer in layers:
+                real = acts[layer][row, first:]
+                if read_position == "last":
+                    out[layer].append(real[-1])
+                elif read_position == "mean":
+                    out[layer].append(real.mean(0))
+                else:
+                    out[layer].append(real[read_position])
+    return {layer: torch.stack(found).float() for layer, found in out.items()}, rows
 
 
 def mean_diff_vector(
@@ -306,35 +346,63 @@ def mean_diff_vector(
     1
     """
     layer = check_layer(model, layer)
-    _validation.positive_int("batch_size", batch_size)
+    return mean_diff_vectors(model, pairs, [layer], read_position=read_position, centre=centre,
+                             batch_size=batch_size)[layer]
+
+
+def mean_diff_vectors(
+    model: TransformerBridge,
+    pairs: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    *,
+    read_position: ReadPosition | int = "last",
+    centre: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> dict[int, SteeringVector]:
+    """:func:`mean_diff_vector` at each of ``layers``, from one pass over the texts.
+
+    >>> from actlens.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> vs = mean_diff_vectors(model, [("I love it", "I hate it")], [0, 2])
+    >>> torch.allclose(vs[2].values, mean_diff_vector(model, [("I love it", "I hate it")], 2).values)
+    True
+    """
+    layers = _layers(model, layers)
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs is empty; pass a list of (positive, negative) strings")
+    batch_size = _validation.positive_int("batch_size", batch_size)
     pos = _validation.texts("positives", [p for p, _ in pairs])
     if isinstance(read_position, str):
         _validation.choice("read_position", read_position, ("last", "mean"))
-    pos_acts, pos_ids = _read(model, pos, layer, read_position, batch_size)
+    pos_acts, pos_ids = _read(model, pos, layers, read_position, batch_size)
     if centre is not None:
-        ref = _validation.texts("centre", centre)
-        neg_acts, neg_ids = _read(model, ref, layer, read_position, batch_size)
-        neg, kind = ref, "mean_centred"
+        neg = _validation.texts("centre", centre)
+        kind = "mean_centred"
     else:
         # An empty negative (e.g. " weddings" vs "") is read at its BOS, as ActAdd pads it.
         neg = _validation.texts("negatives", [n for _, n in pairs], allow_empty_string=True)
-        neg_acts, neg_ids = _read(model, neg, layer, read_position, batch_size)
         kind = "mean_diff"
-    values = (pos_acts.mean(0) - neg_acts.mean(0))[None]
-    return _base(
-        model, layer, values, kind, bos_row=False, plus=tuple(pos), minus=tuple(neg),
-        plus_tokens=tuple(map(tuple, pos_ids)), minus_tokens=tuple(map(tuple, neg_ids)),
-        read_position=str(read_position),
-    )
+    neg_acts, neg_ids = _read(model, neg, layers, read_position, batch_size)
+    return {layer: from_values(model, layer, (pos_acts[layer].mean(0) - neg_acts[layer].mean(0))[None], kind,
+                         bos_row=False, plus=tuple(pos), minus=tuple(neg), plus_tokens=tuple(map(tuple, pos_ids)),
+                         minus_tokens=tuple(map(tuple, neg_ids)), read_position=str(read_position))
+            for layer in layers}
 
 
 def random_like(vector: SteeringVector, *, seed: int = 0) -> SteeringVector:
-    """A Gaussian control with the same per-position norms (the paper's random-vector control)."""
+    """A Gaussian control with the same per-position norms (the paper's random-vector control).
+
+    The noise is drawn on the CPU (the same ``seed`` gives the same direction on every device)
+    and lands on the vector's device, in its dtype.
+
+    >>> from actlens.tiny import tiny_model
+    >>> v = actadd_vector(tiny_model(), "Love", "Hate", layer=1)
+    >>> torch.allclose(random_like(v).norms(), v.norms())
+    True
+    """
     gen = torch.Generator().manual_seed(_validation.seed(seed))
-    noise = torch.randn(vector._values.shape, generator=gen, dtype=torch.float32)
+    noise = torch.randn(vector._values.shape, generator=gen, dtype=torch.float32).to(vector._values.device)
     norms = vector.norms()[:, None]
     scaled = noise / torch.linalg.vector_norm(noise, dim=-1, keepdim=True) * norms
     return vector.with_values(scaled.to(vector._values.dtype), kind="random", notes=f"norm-matched Gaussian, seed {seed}")

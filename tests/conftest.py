@@ -15,6 +15,23 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 ARCHS = ("llama", "gpt2", "gemma3", "native")
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests run only when the ``-m`` expression names them (``.ci/gpu``: ``-m gpu``).
+
+    Otherwise they are deselected, not skipped; selected on a machine without CUDA they fail
+    the run at once instead of passing vacuously.
+    """
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    if "gpu" not in (config.option.markexpr or ""):
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        config.hook.pytest_deselected(items=gpu)
+    elif not torch.cuda.is_available():
+        raise pytest.UsageError(f"{len(gpu)} gpu tests were selected but torch sees no CUDA device "
+                                f"(torch {torch.__version__}); run .ci/gpu on a machine with a GPU")
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """One tiny model per architecture; tests must not mutate them (steer() leaves no trace)."""

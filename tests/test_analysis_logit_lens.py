@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from actlens import _analysis
 from actlens.logit_lens import final_norm, logit_lens, project
 from actlens.tiny import tiny_model
 from actlens.vectors import actadd_vector
@@ -111,6 +110,6 @@ def test_logit_lens_on_smollm2(smol):
         assert int(project(smol, unembedding_inputs(smol, torch.tensor([t]), norm), norm).argmax()) == t
     assert final_norm(smol).kind == "rms"
     lens = logit_lens(smol, ("Love", "Hate"), layers=[6], top_k=5)
-    vec = _analysis.actadd_all_layers(smol, "Love", "Hate", [6])[6]
+    vec = actadd_vector(smol, "Love", "Hate", 6)
     assert torch.equal(lens.promoted_ids[0, 1], project(smol, vec.values, "residual")[1].topk(5).indices)
     assert len(lens.to_frame()) == 2 * 2 * 5  # two non-BOS positions, two directions

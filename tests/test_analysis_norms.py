@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import actlens
-from actlens import _analysis, norms
+from actlens import norms
 from actlens.activations import resid_pre
 from actlens.prompts import encode
-from actlens.vectors import actadd_vector
+from actlens.vectors import actadd_vector, actadd_vectors
 from actlens.model import hooks_registered
 
 REFERENCE = ["The cat sat on the mat.", "Water boils at one hundred degrees.", "We met at the station at noon."]
@@ -22,7 +22,7 @@ def test_shipped_reference_texts_are_a_small_neutral_set():
 
 
 def test_all_layer_extraction_equals_actadd_vector(tiny):
-    found = _analysis.actadd_all_layers(tiny, "Love", "Hate!", [0, 1, 2, 3])
+    found = actadd_vectors(tiny, "Love", "Hate!", [0, 1, 2, 3])
     for layer, vec in found.items():
         ref = actadd_vector(tiny, "Love", "Hate!", layer)
         assert torch.equal(vec.values, ref.values)

@@ -1,0 +1,95 @@
+"""Devices: whatever actlens creates lands on the vector's or the model's device.
+
+No GPU is needed to catch device mixing: tensors on PyTorch's ``meta`` device have a shape
+and no data, and an operation that mixes a meta tensor with a CPU tensor actlens built by
+mistake raises. The vector, control and hook paths run on meta tensors here (a full model
+forward cannot: Hugging Face's masks read data). The ``gpu`` tests repeat the paths on CUDA
+(``.ci/gpu`` runs them; selecting them without CUDA fails, see tests/conftest.py).
+"""
+
+import pytest
+import torch
+
+import actlens
+from actlens import positions
+from actlens.ablation import remove_direction
+from actlens.batched import Request, steer_rows
+from actlens.model import hook_name, padding
+from actlens.sampling import FrequencyPenalty, KeyedSample, Sampling, processors
+from actlens.vectors import actadd_vector, mean_diff_vector, random_like
+
+META = torch.device("meta")
+
+
+def _on_meta(vector):
+    return vector.with_values(vector.values.to(META))
+
+
+def test_random_control_stays_on_the_vectors_device(tiny):
+    v = actadd_vector(tiny, "Love", "Hate", 1)
+    control = random_like(_on_meta(v), seed=3)
+    assert control.values.device == META and control.values.shape == v.values.shape
+    assert control.kind == "random"
+    half = v.with_values(v.values.to(torch.bfloat16))
+    assert random_like(half).values.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("align", ["front", "mid", "back", "all"])
+def test_steering_hooks_build_nothing_on_the_cpu(tiny, align):
+    """A meta residual through every hook kind: steer, steer_rows (with row masks) and the projection."""
+    v = _on_meta(actadd_vector(tiny, "Love", "Hate", 1))
+    d = int(tiny.cfg.d_model)
+    resid = torch.zeros(2, 9, d, device=META)
+    point = tiny.hook_dict[hook_name(1)]
+    with padding(tiny, [2, 0], [7, 9]):
+        with actlens.steer(tiny, v, 3.0, align=align, position=1):
+            out = point(resid)
+        assert out.device == META and out.shape == resid.shape
+        with steer_rows(tiny, [None, Request(v, 3.0, align, 1)]):
+            assert point(resid).device == META
+        with remove_direction(tiny, {1: torch.ones(d)}):  # checked for finiteness on the CPU; the hook moves it
+            assert point(resid).device == META
+
+
+def test_position_masks_follow_the_device():
+    layout = positions.of_batch([2, 0], [7, 9], 9)
+    where = positions.Placement("mid", 3, False, True)
+    assert positions.injected(where, layout, META).device == META
+    assert positions.real(layout, META).device == META
+    index, inside = positions.window_index(where, where.first(layout), layout, META)
+    assert index.device == inside.device == META
+
+
+def test_sampling_processors_follow_the_scores_device():
+    ids = torch.zeros(2, 5, dtype=torch.long, device=META)
+    scores = torch.zeros(2, 11, device=META)
+    assert FrequencyPenalty(1.0, torch.tensor([1, 0]))(ids, scores).device == META
+    assert KeyedSample([1, 2])(ids, scores).device == META
+    assert len(processors(Sampling(temperature=0), torch.tensor([0, 0]))) == 0
+
+
+# --- on a GPU (.ci/gpu) ---------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_cuda_paths_match_the_cpu(arch):
+    from actlens.tiny import tiny_hf
+
+    cpu, gpu = (actlens.load_model(hf, tokenizer=tok, device=device)
+                for device, (hf, tok) in (("cpu", tiny_hf(arch)), ("cuda", tiny_hf(arch))))
+    texts = ["I think that you are", "Hi"]
+    v_cpu, v_gpu = actadd_vector(cpu, "Love", "Hate", 1), actadd_vector(gpu, "Love", "Hate", 1)
+    assert v_gpu.values.device.type == random_like(v_gpu).values.device.type == "cuda"
+    torch.testing.assert_close(v_gpu.values.cpu(), v_cpu.values, atol=1e-4, rtol=0)
+    for align in ("front", "all"):
+        a = actlens.steered_logits(cpu, texts, v_cpu, 4.0, align=align, position=1, short_prompt="pad")[0]
+        b = actlens.steered_logits(gpu, texts, v_gpu, 4.0, align=align, position=1, short_prompt="pad")[0]
+        torch.testing.assert_close(b.cpu(), a, atol=1e-3, rtol=0)
+    greedy = dict(temperature=0, max_new_tokens=6, vector=None, stop_at_eos=False)
+    assert actlens.generate(gpu, texts, **greedy).tokens == actlens.generate(cpu, texts, **greedy).tokens
+    mean = mean_diff_vector(gpu, [("I love it", "I hate it")], 2)
+    result = actlens.kl_per_token(gpu, texts, mean, 2.0, align="all")  # its default control is random_like
+    assert result.kl_control is not None and torch.isfinite(result.kl_steered).all()
+    grid = actlens.Grid(vectors=[actlens.pair_spec("Love", "Hate")], layers=[1], coeffs=[2.0],
+                        prompts=["I think"], seeds=[0], controls=("unsteered", "random"))
+    frame = actlens.sweep(gpu, grid, sampling=Sampling(max_new_tokens=4), progress=False).to_frame()
+    assert len(frame) == 3
