@@ -25,6 +25,34 @@ def layer(value: object, n_layers: int, *, name: str = "layer") -> int:
     return value
 
 
+def layers(values: object, total: int, *, name: str = "layers") -> list[int]:
+    """Layers in ``[0, total)`` in the order given, without repeats; ``None`` means all of them.
+
+    >>> layers([3, 1], 4), layers(None, 2)
+    ([3, 1], [0, 1])
+    """
+    if values is None:
+        return list(range(total))
+    if isinstance(values, int | str) or not isinstance(values, Sequence | range):
+        raise TypeError(f"{name} must be a list of ints (or None for all {total} layers), got {values!r}")
+    out = [layer(value, total, name=f"{name}[{i}]") for i, value in enumerate(values)]
+    if not out:
+        raise ValueError(f"{name} is empty; pass at least one layer in [0, {total}) or None for all")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has repeated layers {out}; pass each layer once")
+    return out
+
+
+def pair(value: object, *, name: str = "pair") -> tuple[str, str]:
+    """A ``(plus, minus)`` pair of strings (the minus prompt may be empty, as in " weddings" - "")."""
+    if not (isinstance(value, tuple | list) and len(value) == 2 and all(isinstance(p, str) for p in value)):
+        raise TypeError(f"{name} must be a (plus, minus) tuple of two strings such as ('Love', 'Hate'), got {value!r}")
+    plus, minus = value
+    if not plus and not minus:
+        raise ValueError(f"{name} has two empty strings; at least the plus prompt needs text")
+    return str(plus), str(minus)
+
+
 def finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")

@@ -30,7 +30,7 @@ from transformer_lens import TransformerBridge
 
 from actlens import _validation, prompts
 from actlens.batched import Request, forward_rows, min_length, scored_positions
-from actlens.evaluate import kl_from_logits
+from actlens.kl import kl_divergence
 from actlens.metrics import WEDDING_WORDS
 from actlens.positions import Positions, Tracker, real
 from actlens.model import check_layer, hook_name, n_layers, state
@@ -38,7 +38,7 @@ from actlens.sweeps import VectorSpec
 from actlens.types import Align
 from actlens.vectors import SteeringVector, random_like
 
-Mode = Literal["zero", "mean"]
+AblationMode = Literal["zero", "mean"]
 Direction = Literal["injected", "measured"]
 
 
@@ -131,7 +131,7 @@ def _measure(model, ids, scored, requests, targets, capture: Sequence[int] = ())
 
 
 def _effects(cond: Tensor, base: Tensor, targets: list[int]) -> tuple[float, float]:
-    kl = float(kl_from_logits(cond, base).mean())
+    kl = float(kl_divergence(cond, base).mean())
     if not targets:
         return kl, float("nan")
 
@@ -172,7 +172,7 @@ def inject_each_layer(
 def ablate_downstream(
     model: TransformerBridge, vector: SteeringVector, coeff: float, texts: str | Sequence[str], *,
     align: Align = "front", position: int | None = None, layers: Sequence[int] | None = None,
-    modes: Sequence[Mode] = ("zero", "mean"), directions: Sequence[Direction] = ("injected", "measured"),
+    modes: Sequence[AblationMode] = ("zero", "mean"), directions: Sequence[Direction] = ("injected", "measured"),
     topic: Collection[str] = WEDDING_WORDS, max_tokens: int = 64,
 ) -> pd.DataFrame:
     """Share of the steering effect that survives ablating a direction at each later layer.
@@ -190,7 +190,7 @@ def ablate_downstream(
     """
     coeff = _validation.finite("coeff", coeff)
     for m in modes:
-        _validation.choice("modes[]", m, get_args(Mode))
+        _validation.choice("modes[]", m, get_args(AblationMode))
     for d in directions:
         _validation.choice("directions[]", d, get_args(Direction))
     injected_at = vector.layer
@@ -225,4 +225,4 @@ def ablate_downstream(
     return pd.DataFrame(rows)
 
 
-__all__ = ["Direction", "Mode", "ablate_downstream", "inject_each_layer", "remove_direction", "topic_tokens"]
+__all__ = ["AblationMode", "Direction", "ablate_downstream", "inject_each_layer", "remove_direction", "topic_tokens"]

@@ -30,7 +30,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation
+from actlens import _validation
+from actlens.model import n_layers
 from actlens.vectors import SteeringVector, actadd_vectors, mean_diff_vectors
 
 Method = Literal["actadd", "mean_diff"]
@@ -130,7 +131,7 @@ def cosine_matrix(vectors: Float[Tensor, "n d"]) -> Float[Tensor, "n n"]:
 
 def _contrasts(pairs: object) -> list[tuple[str, str] | list[tuple[str, str]]]:
     if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(p, str) for p in pairs):
-        return [_analysis.pair_arg(pairs)]
+        return [_validation.pair(pairs)]
     if isinstance(pairs, str) or not isinstance(pairs, Sequence) or not pairs:
         raise TypeError(
             "pairs must be a (plus, minus) tuple or a non-empty list of them (a list of pairs inside the "
@@ -139,9 +140,9 @@ def _contrasts(pairs: object) -> list[tuple[str, str] | list[tuple[str, str]]]:
     out: list = []
     for i, item in enumerate(pairs):
         if isinstance(item, tuple) and len(item) == 2 and all(isinstance(p, str) for p in item):
-            out.append(_analysis.pair_arg(item, name=f"pairs[{i}]"))
+            out.append(_validation.pair(item, name=f"pairs[{i}]"))
         elif isinstance(item, Sequence) and not isinstance(item, str) and item:
-            out.append([_analysis.pair_arg(p, name=f"pairs[{i}][{j}]") for j, p in enumerate(item)])
+            out.append([_validation.pair(p, name=f"pairs[{i}][{j}]") for j, p in enumerate(item)])
         else:
             raise TypeError(f"pairs[{i}] must be a (plus, minus) tuple or a non-empty list of them, got {item!r}")
     return out
@@ -196,7 +197,7 @@ def cosine_across_layers(
         if m == "actadd" and isinstance(c, list):
             raise ValueError(f"pairs[{i}] is a list of {len(c)} pairs, but ActAdd uses one pair; "
                              "pass method='mean_diff' for it, or one (plus, minus) tuple")
-    layers = _analysis.layer_list(model, layers)
+    layers = _validation.layers(layers, n_layers(model))
     _validation.positive_int("batch_size", batch_size)
 
     items: list[tuple[int, int, int | None]] = []

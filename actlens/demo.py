@@ -16,7 +16,9 @@ from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, ran
 
 
 @dataclass(frozen=True)
-class Settings:
+class Recipe:
+    """One steering recipe of the demo: which vector, where, how strong, and the prompt it is shown on."""
+
     kind: str  # "actadd" (one pair) or "mean_diff" (SENTIMENT_PAIRS, last-token reads)
     layer: int
     coeff: float
@@ -84,34 +86,34 @@ CHAT_QUESTIONS = [
 CHAT_SENTIMENT = [(q, pos, neg) for q, (pos, neg) in zip(CHAT_QUESTIONS, SENTIMENT_PAIRS, strict=True)]
 
 # Chosen by `actlens demo --measure` (README: "Does the demo steer?"), per embedded model.
-DEMO = Settings(kind="mean_diff", layer=12, coeff=4.0, align="all")
+DEMO = Recipe(kind="mean_diff", layer=12, coeff=4.0, align="all")
 # Gemma 3 270M: the paper's own front-aligned recipe (ICLR: Love - Hate, l=6, c=3) measurably steers it.
-DEMOS = {"smollm2-135m": DEMO, "gemma-3-270m": Settings(kind="actadd", layer=6, coeff=3.0, align="front")}
+DEMOS = {"smollm2-135m": DEMO, "gemma-3-270m": Recipe(kind="actadd", layer=6, coeff=3.0, align="front")}
 
 CANDIDATES = [
-    Settings(kind="actadd", layer=6, coeff=5.0, align="front"),  # the paper's toxicity settings (H5 harness)
-    Settings(kind="actadd", layer=6, coeff=1.0, align="front"),
-    Settings(kind="actadd", layer=15, coeff=3.0, align="front"),
-    Settings(kind="actadd", layer=12, coeff=0.5, align="all", position=1),
-    Settings(kind="mean_diff", layer=8, coeff=4.0, align="all"),
-    Settings(kind="mean_diff", layer=12, coeff=4.0, align="all"),
+    Recipe(kind="actadd", layer=6, coeff=5.0, align="front"),  # the paper's toxicity settings (H5 harness)
+    Recipe(kind="actadd", layer=6, coeff=1.0, align="front"),
+    Recipe(kind="actadd", layer=15, coeff=3.0, align="front"),
+    Recipe(kind="actadd", layer=12, coeff=0.5, align="all", position=1),
+    Recipe(kind="mean_diff", layer=8, coeff=4.0, align="all"),
+    Recipe(kind="mean_diff", layer=12, coeff=4.0, align="all"),
 ]
 # Gemma 3 270M (18 layers): the paper's front-aligned recipes (LW1/H5 l=6 c=5; ICLR l=6 c=3), the
 # research note's best small-sample layers (2, 4), and mean-difference vectors at a third and half depth.
 CANDIDATES_BY_MODEL = {
     "smollm2-135m": CANDIDATES,
     "gemma-3-270m": [
-        Settings(kind="actadd", layer=6, coeff=5.0, align="front"),
-        Settings(kind="actadd", layer=6, coeff=3.0, align="front"),
-        Settings(kind="actadd", layer=2, coeff=1.0, align="front"),
-        Settings(kind="actadd", layer=4, coeff=1.0, align="front"),
-        Settings(kind="mean_diff", layer=6, coeff=4.0, align="all"),
-        Settings(kind="mean_diff", layer=9, coeff=4.0, align="all"),
+        Recipe(kind="actadd", layer=6, coeff=5.0, align="front"),
+        Recipe(kind="actadd", layer=6, coeff=3.0, align="front"),
+        Recipe(kind="actadd", layer=2, coeff=1.0, align="front"),
+        Recipe(kind="actadd", layer=4, coeff=1.0, align="front"),
+        Recipe(kind="mean_diff", layer=6, coeff=4.0, align="all"),
+        Recipe(kind="mean_diff", layer=9, coeff=4.0, align="all"),
     ],
 }
 
 
-def settings_for(model_name: str) -> tuple[Settings, list[Settings]]:
+def settings_for(model_name: str) -> tuple[Recipe, list[Recipe]]:
     """The demo setting and measured candidates of an embedded model (others: SmolLM2's).
 
     >>> settings_for("Gemma-3-270M")[0].label
@@ -124,7 +126,7 @@ def settings_for(model_name: str) -> tuple[Settings, list[Settings]]:
     return DEMOS[key], CANDIDATES_BY_MODEL[key]
 
 
-def make_vector(model, s: Settings) -> SteeringVector:
+def make_vector(model, s: Recipe) -> SteeringVector:
     if s.kind == "actadd":
         return actadd_vector(model, s.plus, s.minus, s.layer)
     return mean_diff_vector(model, SENTIMENT_PAIRS, s.layer)
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     coeff = default.coeff if args.coeff is None else args.coeff
     align = args.align or (default.align if same else "front" if kind == "actadd" else "all")
     position = 1 if align == "all" and kind == "actadd" else None
-    s = Settings(kind=kind, layer=layer, coeff=coeff, align=align, position=position,
+    s = Recipe(kind=kind, layer=layer, coeff=coeff, align=align, position=position,
                  plus=args.plus, minus=args.minus, max_new_tokens=args.max_new_tokens)
     chat = getattr(args, "chat", False)
     prompts = args.prompt or [CHAT_TURNS[0] if chat else default.prompt]
@@ -170,7 +172,7 @@ def measure(model, candidates=CANDIDATES, prompts=EVAL_PROMPTS, seeds=(0, 1, 2),
 
     rows = []
 
-    def add(condition: str, settings: Settings | None, vector: SteeringVector | None):
+    def add(condition: str, settings: Recipe | None, vector: SteeringVector | None):
         for seed in seeds:
             kw = dict(max_new_tokens=max_new_tokens, seed=seed)
             if vector is not None:
@@ -206,7 +208,7 @@ def summarise(frame):
 
 
 def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int = 40,
-                 phases=("both", "generation", "prompt"), settings: Settings = DEMO):
+                 phases=("both", "generation", "prompt"), settings: Recipe = DEMO):
     """The demo's settings in chat mode: raw-text and chat-formatted vectors, per phase, with random controls.
 
     Same rows as :func:`measure` (``summarise`` reads it); prompts are user turns rendered with the

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
@@ -33,24 +32,14 @@ from actlens.vectors import SteeringVector, random_like
 DEFAULT_KS: tuple[int, ...] = tuple(sorted({math.ceil(k) for k in np.logspace(0, 2, 20)}))
 """The authors' K values: unique(ceil(logspace(0, 2, 20))), i.e. 1..100 (``lama_demo.py``)."""
 
-Condition = tuple[str, Request | None, str | None]
-"""(name, steering request or None, prompting prefix or None)."""
-
-
-def kl_from_logits(p_logits: Float[Tensor, "*n d_vocab"], q_logits: Float[Tensor, "*n d_vocab"]) -> Float[Tensor, "*n"]:
-    """``KL(P ‖ Q)`` in nats along the last axis, float32, clamped at 0.
-
-    >>> x = torch.tensor([[1.0, 2.0, 0.0]])
-    >>> float(kl_from_logits(x, x))
-    0.0
-    """
-    return kl_divergence(p_logits, q_logits)
+Treatment = tuple[str, Request | None, str | None]
+"""A scored condition: (name, steering request or None, prompting prefix or None)."""
 
 
 def score_texts(
     model: TransformerBridge,
     texts: str | Sequence[str],
-    conditions: Sequence[Condition],
+    conditions: Sequence[Treatment],
     *,
     batch_size: int = 8,
     max_tokens: int = 96,
@@ -97,7 +86,7 @@ def score_texts(
                 nll_c = -cond[j].log_softmax(-1)[torch.arange(len(targets)), targets].mean()
                 results.append(dict(condition=name, text=i, n_scored=len(targets), nll_base=float(nll_b),
                                     nll=float(nll_c), ppl_ratio=float(torch.exp(nll_c - nll_b)),
-                                    kl=float(kl_from_logits(cond[j], base[j]).mean())))
+                                    kl=float(kl_divergence(cond[j], base[j]).mean())))
     return pd.DataFrame(results, columns=["condition", "text", "n_scored", "nll_base", "nll", "ppl_ratio", "kl"])
 
 
@@ -135,7 +124,7 @@ def perplexity_ratio(
     """
     for c in controls:
         _validation.choice("controls[]", c, ("random", "prompting"))
-    conditions: list[Condition] = [("steered", Request(vector, coeff, align, position), None)]
+    conditions: list[Treatment] = [("steered", Request(vector, coeff, align, position), None)]
     if "random" in controls:
         control = random_like(vector, seed=_validation.seed(control_seed, name="control_seed"))
         conditions.append(("random", Request(control, coeff, align, position), None))
@@ -207,4 +196,4 @@ def p_at_k(ranks: pd.DataFrame, ks: Sequence[int] = DEFAULT_KS, *, by: Sequence[
     return pd.DataFrame(out, columns=[*by, "k", "p_at_k", "n"])
 
 
-__all__ = ["DEFAULT_KS", "answer_token", "fact_ranks", "kl_from_logits", "p_at_k", "perplexity_ratio", "score_texts"]
+__all__ = ["DEFAULT_KS", "answer_token", "fact_ranks", "p_at_k", "perplexity_ratio", "score_texts"]

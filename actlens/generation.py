@@ -98,7 +98,7 @@ def steered_logits(
 
 def generate(
     model: TransformerBridge,
-    prompts_: str | Sequence[str] | chat_.Conversation | Sequence[chat_.Conversation],
+    texts: str | Sequence[str] | chat_.Conversation | Sequence[chat_.Conversation],
     *,
     vector: Steering | None = None,
     coeff: float = 1.0,
@@ -142,13 +142,13 @@ def generate(
     True
     """
     if chat:
-        convs = chat_.conversations(prompts_)
+        convs = chat_.conversations(texts)
         encoded = [chat_.encode(model, c, system=system) for c in convs]
         texts = [chat_.reply_display(c) for c in convs]
     else:
         if system is not None:
             raise ValueError("system= is a chat setting; pass chat=True to use it, or put it in the prompt")
-        texts = _validation.texts("prompts", [prompts_] if isinstance(prompts_, str) else prompts_)
+        texts = _validation.texts("texts", [texts] if isinstance(texts, str) else texts)
         encoded = [prompts.encode(model, t) for t in texts]
     settings = Sampling(max_new_tokens, temperature, top_p, freq_penalty, stop_at_eos)
     seed, batch_size = _validation.seed(seed), _validation.batch_size(batch_size)

@@ -153,6 +153,18 @@ def additions(
     return grouped
 
 
+def addition(
+    model: TransformerBridge, vector: SteeringVector, coeff: float, align: Align, position: int | None,
+    scope: dict | None = None,
+) -> Addition:
+    """The single :class:`Addition` a one-vector request makes (validates align/position/coeff/scope).
+
+    ``scope``: ``phase`` / ``span`` / ``include_bos`` keyword arguments of :func:`actlens.steer`.
+    """
+    grouped = additions(model, vector, coeff, align=align, position=position, **(scope or {}))
+    return next(iter(grouped.values()))[0]
+
+
 def needed_length(
     model: TransformerBridge, vector: Steering | None, coeff: float = 1.0, *, align: Align = "front",
     position: int | None = None, **scope,

@@ -27,9 +27,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation, positions
+from actlens import _validation, chunked, positions, prompts
+from actlens.intervene import addition
 from actlens.types import Align, Phase, ShortPrompt
-from actlens.vectors import SteeringVector, random_like
+from actlens.vectors import SteeringVector, check_vector, random_like
 
 
 # --- pure math ------------------------------------------------------------------------------
@@ -266,8 +267,8 @@ def run_masked(
     ``[batch, pos, vocab]`` tensor is ever made, and the unsteered log-probabilities of a block
     are computed once for a whole group of vectors.
     """
-    adds = [_analysis.steering_addition(model, v, coeff, align, position, scope) for v in vectors]
-    texts, batch = _analysis.encode_texts(model, texts, adds[0], short_prompt)
+    adds = [addition(model, v, coeff, align, position, scope) for v in vectors]
+    texts, batch = chunked.encode_texts(model, texts, adds[0], short_prompt)
     injected = positions.injected(adds[0].placement, batch.layout)
     real = positions.real(batch.layout, skip_bos=True)
     masked_injection = align != "all"
@@ -277,14 +278,14 @@ def run_masked(
     outputs = [dict(kl=torch.zeros(shape), entropy=torch.zeros(shape), flip=torch.zeros(shape, dtype=torch.bool))
                for _ in vectors]
     with torch.inference_mode():
-        for chunk in _analysis.chunks(batch, batch_size):
+        for chunk in chunked.chunks(batch, batch_size):
             keep = chunk.attention_mask.bool()
-            base, head = _analysis.hidden(model, chunk)  # once per chunk, shared by every vector
+            base, head = chunked.hidden(model, chunk)  # once per chunk, shared by every vector
             real = keep.to(base.device)
             base = base[real]
             group = max(1, HIDDEN_BUDGET // max(base.numel() * base.element_size(), 1))
             for g in range(0, len(vectors), group):
-                runs = [_analysis.hidden(model, chunk, vec, coeff, align, position, scope)[0][real]
+                runs = [chunked.hidden(model, chunk, vec, coeff, align, position, scope)[0][real]
                         for vec in vectors[g:g + group]]
                 ent, stats = _block_stats(head, base, runs)
                 if g == 0:
@@ -352,7 +353,7 @@ def kl_per_token(
     >>> bool((r.kl_steered >= 0).all()), int(r.counted[0].sum())   # 21 tokens - BOS - 4 injected
     (True, 16)
     """
-    vector = _analysis.vector_arg(model, vector)
+    vector = check_vector(model, vector)
     coeff = _validation.finite("coeff", coeff)
     _validation.seed(control_seed, name="control_seed")
     _validation.positive_int("batch_size", batch_size)
@@ -369,7 +370,7 @@ def kl_per_token(
         short_prompt=short_prompt, scope=scope)
     ct = ct[0] if ct else dict.fromkeys(st)  # no control run: None for each of its fields
     token_strings = tuple(
-        tuple(_analysis.token_strings(model, batch.tokens[i, s:s + n].tolist()))
+        tuple(prompts.token_strings(model, batch.tokens[i, s:s + n].tolist()))
         for i, (s, n) in enumerate(zip(batch.starts, batch.lengths, strict=True))
     )
     label = f"{vector.kind} {vector.plus[0]!r} − {vector.minus[0]!r}" if len(vector.plus) == 1 else vector.kind

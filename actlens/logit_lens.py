@@ -30,8 +30,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation
-from actlens.vectors import SteeringVector, actadd_vectors
+from actlens import _validation, prompts
+from actlens.model import n_layers
+from actlens.vectors import SteeringVector, actadd_vectors, check_vector
 
 Norm = Literal["residual", "scale", "none"]
 """How the final normalisation is applied to the vector (module docstring)."""
@@ -158,22 +159,22 @@ class LogitLensResult:
 def _vectors(model: TransformerBridge, vector_or_pair: object, layers: Sequence[int] | None
              ) -> tuple[list[SteeringVector], str]:
     if isinstance(vector_or_pair, SteeringVector):
-        vec = _analysis.vector_arg(model, vector_or_pair)
+        vec = check_vector(model, vector_or_pair)
         if layers is not None and list(layers) != [vec.layer]:
             raise ValueError(f"this vector was extracted at layer {vec.layer}; pass layers=None (or "
                              f"[{vec.layer}]), or pass the (plus, minus) pair to extract at {list(layers)}")
         return [vec], vec.kind
     if isinstance(vector_or_pair, tuple) and len(vector_or_pair) == 2 and all(
             isinstance(p, str) for p in vector_or_pair):
-        plus, minus = _analysis.pair_arg(vector_or_pair, name="vector_or_pair")
-        wanted = _analysis.layer_list(model, layers)
+        plus, minus = _validation.pair(vector_or_pair, name="vector_or_pair")
+        wanted = _validation.layers(layers, n_layers(model))
         found = actadd_vectors(model, plus, minus, wanted)
         return [found[layer] for layer in wanted], f"actadd {plus!r} − {minus!r}"
     if isinstance(vector_or_pair, Sequence) and vector_or_pair and all(
             isinstance(v, SteeringVector) for v in vector_or_pair):
         if layers is not None:
             raise ValueError("a list of vectors carries its own layers; pass layers=None")
-        vecs = [_analysis.vector_arg(model, v, name=f"vector_or_pair[{i}]") for i, v in enumerate(vector_or_pair)]
+        vecs = [check_vector(model, v, name=f"vector_or_pair[{i}]") for i, v in enumerate(vector_or_pair)]
         if len({v.k for v in vecs}) != 1:
             raise ValueError(f"the vectors have different position counts {[v.k for v in vecs]}; pass vectors "
                              "of one pair (e.g. the same pair at several layers)")
@@ -231,8 +232,8 @@ def logit_lens(
 
     first = vecs[0]
     if first.kind == "actadd" and first.plus_tokens:
-        plus = _analysis.token_strings(model, first.plus_tokens[0])
-        minus = _analysis.token_strings(model, first.minus_tokens[0])
+        plus = prompts.token_strings(model, first.plus_tokens[0])
+        minus = prompts.token_strings(model, first.minus_tokens[0])
         labels = tuple(f"{p}: {a!r}/{b!r}" for p, (a, b) in enumerate(zip(plus, minus, strict=True)))
     else:
         labels = tuple(str(p) for p in range(k))

@@ -39,10 +39,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation, positions, prompts
+from actlens import _validation, positions, prompts
 from actlens.activations import resid_pre
 from actlens.model import check_layer, n_layers, state
-from actlens.vectors import SteeringVector, actadd_vectors
+from actlens.vectors import SteeringVector, actadd_vectors, check_vector
 
 UnitsPosition = Literal["max"]
 """Which row of a vector :func:`coeff_from_units` matches to the residual norm: ``"max"`` is
@@ -143,7 +143,7 @@ def coeff_from_units(
     >>> round(c * float(v.norms().max()) / residual_scale(model, 2), 6)
     1.0
     """
-    vector = _analysis.vector_arg(model, vector)
+    vector = check_vector(model, vector)
     units = _validation.finite("units", units)
     _, norm = _row(vector, position)
     return units * residual_scale(model, vector.layer, reference_texts) / norm
@@ -166,7 +166,7 @@ def units_from_coeff(
     >>> round(units_from_coeff(model, v, coeff_from_units(model, v, 2.5)), 6)
     2.5
     """
-    vector = _analysis.vector_arg(model, vector)
+    vector = check_vector(model, vector)
     coeff = _validation.finite("coeff", coeff)
     _, norm = _row(vector, position)
     return coeff * norm / residual_scale(model, vector.layer, reference_texts)
@@ -232,8 +232,8 @@ def norm_profile(
     >>> p.to_frame().columns.tolist()[:4]
     ['layer', 'position', 'plus_token', 'minus_token']
     """
-    plus, minus = _analysis.pair_arg(pair)
-    layers = _analysis.layer_list(model, layers)
+    plus, minus = _validation.pair(pair)
+    layers = _validation.layers(layers, n_layers(model))
     scales = residual_scales(model, reference_texts)[layers]
     with torch.inference_mode():
         vectors = actadd_vectors(model, plus, minus, layers)
@@ -242,8 +242,8 @@ def norm_profile(
     n_ref = len(default_reference_texts() if reference_texts is None else list(reference_texts))
     return NormProfile(
         pair=(plus, minus), layers=tuple(layers),
-        plus_tokens=tuple(_analysis.token_strings(model, first.plus_tokens[0])),
-        minus_tokens=tuple(_analysis.token_strings(model, first.minus_tokens[0])),
+        plus_tokens=tuple(prompts.token_strings(model, first.plus_tokens[0])),
+        minus_tokens=tuple(prompts.token_strings(model, first.minus_tokens[0])),
         norms=norms, resid_scale=scales, relative=norms / scales[:, None],
         model_name=first.model.name, compatibility_mode=first.compatibility_mode, n_reference_texts=n_ref,
     )

@@ -74,6 +74,11 @@ class Batch:
         return of_batch(self.starts, self.lengths, int(self.tokens.shape[1]))
 
 
+def token_strings(model: TransformerBridge, ids) -> list[str]:
+    """Each token id decoded on its own."""
+    return [model.tokenizer.decode([int(i)]) for i in ids]
+
+
 def left_pad(rows: list[list[int]], pad_id: int) -> Batch:
     width = max(len(r) for r in rows)
     tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)

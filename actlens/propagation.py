@@ -23,11 +23,12 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation, positions
+from actlens import _validation, chunked, positions, prompts
+from actlens.intervene import addition
 from actlens.kl import masked_mean, run_masked
 from actlens.model import n_layers
 from actlens.types import Align, ShortPrompt
-from actlens.vectors import SteeringVector, actadd_vectors
+from actlens.vectors import SteeringVector, actadd_vectors, check_vector
 
 TransferMetric = Literal["kl", "flip_rate"]
 """``"kl"``: masked mean ``KL(steered ‖ unsteered)`` in nats; ``"flip_rate"``: share of
@@ -115,10 +116,10 @@ def propagation(
     >>> bool((r.diff_norm[:, :2] == 0).all()), bool((r.diff_norm[:, 3] > 0).any())
     (True, True)
     """
-    vector = _analysis.vector_arg(model, vector)
+    vector = check_vector(model, vector)
     coeff = _validation.finite("coeff", coeff)
-    add = _analysis.steering_addition(model, vector, coeff, align, position)
-    texts, batch = _analysis.encode_texts(model, texts, add, short_prompt)
+    add = addition(model, vector, coeff, align, position)
+    texts, batch = chunked.encode_texts(model, texts, add, short_prompt)
     injected = positions.injected(add.placement, batch.layout)
     real = positions.real(batch.layout, skip_bos=False)
     layers = list(range(n_layers(model)))
@@ -130,9 +131,9 @@ def propagation(
     cosine = torch.full(shape, float("nan"))
     unit = direction / torch.linalg.vector_norm(direction) if bool(direction.any()) else None
     with torch.inference_mode():
-        for chunk in _analysis.chunks(batch, batch_size):
-            base = _analysis.resid_all(model, chunk, layers)
-            steered = _analysis.resid_all(model, chunk, layers, vector, coeff, align, position)
+        for chunk in chunked.chunks(batch, batch_size):
+            base = chunked.resid_all(model, chunk, layers)
+            steered = chunked.resid_all(model, chunk, layers, vector, coeff, align, position)
             keep = chunk.attention_mask.bool()
             for layer in layers:
                 b, s = base[layer].float().cpu(), steered[layer].float().cpu()
@@ -146,7 +147,7 @@ def propagation(
                     cosine[chunk.rows, layer, chunk.col:] = torch.where(keep & (norm > 0), cos, float("nan"))
     relative = torch.where(resid_norm > 0, diff_norm / resid_norm, torch.zeros_like(diff_norm))
     token_strings = tuple(
-        tuple(_analysis.token_strings(model, batch.tokens[i, s:s + n].tolist()))
+        tuple(prompts.token_strings(model, batch.tokens[i, s:s + n].tolist()))
         for i, (s, n) in enumerate(zip(batch.starts, batch.lengths, strict=True))
     )
     return PropagationResult(
@@ -213,8 +214,8 @@ def transfer_matrix(
     >>> tuple(r.kl.shape), bool((r.kl > 0).all())
     ((2, 2), True)
     """
-    plus, minus = _analysis.pair_arg(pair)
-    layers = _analysis.layer_list(model, layers)
+    plus, minus = _validation.pair(pair)
+    layers = _validation.layers(layers, n_layers(model))
     coeff = _validation.finite("coeff", coeff)
     _validation.choice("metric", metric, TRANSFER_METRICS)
     _validation.texts("texts", texts)

@@ -40,7 +40,7 @@ from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, ran
 Condition = Literal["unsteered", "steered", "random", "prompting"]
 Control = Literal["unsteered", "random", "prompting"]
 CONTROLS: tuple[str, ...] = get_args(Control)
-Mode = Literal["batched", "separate"]
+Batching = Literal["batched", "separate"]
 Backend = Literal["local", "ray"]
 
 
@@ -300,7 +300,7 @@ def sweep(
     metrics: Mapping[str, Callable[[str], float]] | None = None,
     out: str | Path | None = None,
     batch_size: int = 32,
-    mode: Mode = "batched",
+    mode: Batching = "batched",
     progress: bool = True,
     limit: int | None = None,
     backend: Backend | None = None,
@@ -338,7 +338,7 @@ def sweep(
     >>> len(result.to_frame()) == 4 * 2 * len(result.metrics)
     True
     """
-    _validation.choice("mode", mode, get_args(Mode))
+    _validation.choice("mode", mode, get_args(Batching))
     from actlens.distributed import RayWorkers  # imports Ray only when it starts workers
 
     if backend is None:

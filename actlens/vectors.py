@@ -20,7 +20,7 @@ from transformer_lens import TransformerBridge
 
 from actlens import _schema, _validation, prompts
 from actlens.activations import resid_pre
-from actlens.model import ModelIdentity, check_layer, hook_name, identity
+from actlens.model import ModelIdentity, check_layer, hook_name, identity, n_layers
 from actlens.types import ReadPosition
 
 FORMAT = "actlens.steering_vector/1"
@@ -246,10 +246,19 @@ def from_values(model: TransformerBridge, layer: int, values: Float[Tensor, "pos
 
 
 def _layers(model: TransformerBridge, layers: Sequence[int]) -> list[int]:
-    out = [check_layer(model, layer) for layer in layers]
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"layers must be a non-empty list of distinct layers, got {list(layers)}")
-    return out
+    return _validation.layers(list(layers), n_layers(model))
+
+
+def check_vector(model: TransformerBridge, vector: object, *, name: str = "vector") -> SteeringVector:
+    """``vector`` if it is a :class:`SteeringVector` that fits ``model``; a clear error otherwise."""
+    if not isinstance(vector, SteeringVector):
+        raise TypeError(
+            f"{name} must be an actlens SteeringVector, got {type(vector).__name__}; build one with "
+            "actlens.actadd_vector(model, plus, minus, layer)"
+        )
+    vector.check_model(model)
+    _validation.layer(vector.layer, n_layers(model), name=f"{name}.layer")
+    return vector
 
 
 def actadd_vector(

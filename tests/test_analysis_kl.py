@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from actlens import _analysis, kl, positions
+from actlens import chunked, kl, positions
 from actlens.tiny import tiny_model
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 from actlens.model import hooks_registered
@@ -72,7 +72,7 @@ def test_masking_for_other_alignments(tiny_models):
 
 
 def _encoded(model):
-    return _analysis.encode_texts(model, TEXTS, None)[1]
+    return chunked.encode_texts(model, TEXTS, None)[1]
 
 
 # --- the analysis ---------------------------------------------------------------------------
@@ -97,13 +97,13 @@ def test_zero_coefficient_changes_nothing(tiny):
 def test_unsteered_pass_runs_once_per_chunk_and_is_shared(monkeypatch, tiny_models):
     model = tiny_models["gpt2"]
     calls: list[bool] = []
-    original = _analysis.hidden
+    original = chunked.hidden
 
     def counting(model, chunk, vector=None, *args, **kwargs):
         calls.append(vector is None)
         return original(model, chunk, vector, *args, **kwargs)
 
-    monkeypatch.setattr(_analysis, "hidden", counting)
+    monkeypatch.setattr(chunked, "hidden", counting)
     kl.kl_per_token(model, TEXTS, actadd_vector(model, "Love", "Hate", 1), 2.0, batch_size=2)
     assert calls.count(True) == 2 and calls.count(False) == 4  # 2 chunks x (steered, control)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import actlens
-from actlens import corpora, evaluate, metrics
+from actlens import corpora, evaluate, kl, metrics
 from actlens.batched import Request
 
 
@@ -70,10 +70,10 @@ def test_summarise_gives_means_with_cis_and_drops_nan():
 
 
 # --- model-based metrics -------------------------------------------------------------------------
-def test_kl_from_logits_is_zero_on_equal_and_positive_otherwise():
+def test_kl_divergence_is_zero_on_equal_and_positive_otherwise():
     x = torch.randn(5, 11)
-    assert torch.equal(evaluate.kl_from_logits(x, x), torch.zeros(5))
-    assert bool((evaluate.kl_from_logits(x, torch.randn(5, 11)) > 0).all())
+    assert torch.equal(kl.kl_divergence(x, x), torch.zeros(5))
+    assert bool((kl.kl_divergence(x, torch.randn(5, 11)) > 0).all())
 
 
 def test_zero_coefficient_gives_ratio_one_and_zero_kl(tiny):

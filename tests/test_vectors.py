@@ -44,7 +44,7 @@ def test_multi_layer_extraction_is_the_single_layer_one(tiny):
             one = mean_diff_vector(tiny, PAIRS, layer, batch_size=2, **kw)
             assert vec.metadata() == one.metadata()
             torch.testing.assert_close(vec.values, one.values, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(ValueError, match="repeated layers"):
         actadd_vectors(tiny, "Love", "Hate", [1, 1])
 
 
