@@ -112,7 +112,14 @@ def _row_hook(rows: list[list[Addition]], positions: Positions):
     request objects carry it) is applied once, masked to the rows that ask for it
     (:func:`actlens.intervene.make_hook` with ``rows``).
     """
-    keys = [[add.key() for add in adds] for adds in rows]
+    memo: dict[int, tuple] = {}  # rows share Addition objects: read each one's values once
+
+    def key_of(add: Addition) -> tuple:
+        if id(add) not in memo:
+            memo[id(add)] = add.key()
+        return memo[id(add)]
+
+    keys = [[key_of(add) for add in adds] for adds in rows]
     distinct = {key: add for adds, row_keys in zip(rows, keys, strict=True) for key, add in zip(row_keys, adds,
                                                                                                  strict=True)}
     masks = [[key in row_keys for row_keys in keys] for key in distinct]

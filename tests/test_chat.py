@@ -146,7 +146,7 @@ def test_smollm2_chat_reply(smol):
 def test_chat_measurement_runs_on_a_tiny_model(tiny_models):
     from actlens import demo
 
-    settings = demo.Settings(kind="mean_diff", layer=2, coeff=4.0, align="all")
+    settings = demo.Recipe(kind="mean_diff", layer=2, coeff=4.0, align="all")
     frame = demo.measure_chat(tiny_models["llama"], turns=["Hi", "Tell me more"], seeds=(0,), max_new_tokens=3,
                               phases=("both", "generation"), settings=settings)
     table = demo.summarise(frame)
