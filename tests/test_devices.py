@@ -91,5 +91,5 @@ def test_cuda_paths_match_the_cpu(arch):
     assert result.kl_control is not None and torch.isfinite(result.kl_steered).all()
     grid = actlens.Grid(vectors=[actlens.pair_spec("Love", "Hate")], layers=[1], coeffs=[2.0],
                         prompts=["I think"], seeds=[0], controls=("unsteered", "random"))
-    frame = actlens.sweep(gpu, grid, sampling=Sampling(max_new_tokens=4), progress=False).to_frame()
-    assert len(frame) == 3
+    result = actlens.sweep(gpu, grid, sampling=Sampling(max_new_tokens=4), progress=False)
+    assert [r["condition"] for r in result.records] == ["unsteered", "steered", "random"]
