@@ -17,9 +17,10 @@ from actlens.model import ModelIdentity, forward, hook_name, load_model
 from actlens.norms import coeff_from_units, norm_profile
 from actlens.propagation import propagation, transfer_matrix
 from actlens.sampling import Sampling
+from actlens.grid import Grid, mean_diff_spec, pair_spec
 from actlens.sinks import sink_aware_actadd, sinks
 from actlens.steerability import steerability
-from actlens.sweeps import Grid, mean_diff_spec, pair_spec, sweep
+from actlens.sweeps import sweep
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
 __version__ = "0.1.0"

@@ -34,7 +34,7 @@ from actlens.kl import kl_divergence
 from actlens.metrics import WEDDING_WORDS
 from actlens.positions import Positions, Tracker, real
 from actlens.model import check_layer, hook_name, n_layers, state
-from actlens.sweeps import VectorSpec
+from actlens.grid import VectorSpec
 from actlens.types import Align
 from actlens.vectors import SteeringVector, random_like
 

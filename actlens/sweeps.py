@@ -1,7 +1,8 @@
 """Layer x coefficient x prompt x seed (x vector) sweeps of steered generation, with controls.
 
-A :class:`Grid` lists the vectors (each a recipe that builds a :class:`~actlens.SteeringVector`
-at any layer), layers, coefficients, prompts and seeds; :func:`sweep` samples one completion
+A :class:`~actlens.grid.Grid` (:mod:`actlens.grid`) lists the vectors (each a recipe that builds
+a :class:`~actlens.SteeringVector` at any layer), layers, coefficients, prompts and seeds;
+:func:`sweep` samples one completion
 per (setting, prompt, seed) and scores it with text metrics (:data:`actlens.metrics.TEXT_METRICS`:
 VADER sentiment, wedding-topic hits and counts, distinct-n, repetition). The controls are
 the unsteered model (run once and shared by every setting), a norm-matched random vector
@@ -19,7 +20,7 @@ an interrupted sweep resumes where it stopped and loses no finished row.
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -31,145 +32,13 @@ from actlens import _validation
 from actlens import metrics as _metrics
 from actlens._store import Store
 from actlens.batched import Request, encode_rows, generate_rows
+from actlens.grid import CONTROLS, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
 from actlens.model import check_layer, fingerprint
-from actlens.positions import Placement, Scope
 from actlens.sampling import SAMPLER, Sampling, key_seed
-from actlens.types import ALIGNS, Align, Phase
-from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
+from actlens.vectors import SteeringVector, random_like
 
-Condition = Literal["unsteered", "steered", "random", "prompting"]
-Control = Literal["unsteered", "random", "prompting"]
-CONTROLS: tuple[str, ...] = get_args(Control)
 Batching = Literal["batched", "separate"]
 Backend = Literal["local", "ray"]
-
-
-@dataclass(frozen=True)
-class VectorSpec:
-    """How to build a steering vector at any layer, how to apply it, and its prompting baseline.
-
-    ``prefix`` is prepended to each prompt for the prompting control (``None``: no such control).
-    ``recipe`` describes ``build`` for config hashes and manifests.
-    """
-
-    name: str
-    build: Callable[[TransformerBridge, int], SteeringVector] = field(repr=False, compare=False)
-    align: Align = "front"
-    position: int | None = None
-    prefix: str | None = None
-    recipe: str = ""
-    phase: Phase = "both"  # phase, span, include_bos: which tokens align="all" steers (actlens.steer)
-    span: tuple[int, int | None] | None = None
-    include_bos: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"a VectorSpec needs a non-empty name, got {self.name!r}")
-        _validation.choice("align", self.align, ALIGNS)
-        Placement(self.align, 1, False, True, Scope(self.phase, self.span, self.include_bos))  # raises if they clash
-
-    def scope_config(self) -> dict:
-        """The scope when not the default (so configs, and their hashes, of unscoped sweeps stay as they were)."""
-        if Scope(self.phase, self.span, self.include_bos).default:
-            return {}
-        return dict(phase=self.phase, span=self.span, include_bos=self.include_bos)
-
-
-def pair_spec(plus: str, minus: str, *, name: str | None = None, align: Align = "front",
-              position: int | None = None, prefix: str | None = "auto") -> VectorSpec:
-    """ActAdd pair ``plus - minus`` (space-padded) at each layer; prompting prefix ``plus`` by default.
-
-    >>> pair_spec("Love", "Hate").name, pair_spec(" weddings", " ").prefix
-    ('Love-Hate', 'weddings ')
-    """
-    if prefix == "auto":
-        prefix = f"{plus.strip()} " if plus.strip() else None
-    return VectorSpec(name or f"{plus.strip()}-{minus.strip()}", lambda m, layer: actadd_vector(m, plus, minus, layer),
-                      align=align, position=position, prefix=prefix, recipe=f"actadd {plus!r} - {minus!r}")
-
-
-def mean_diff_spec(pairs: Sequence[tuple[str, str]], *, name: str, read_position: str = "last",
-                   prefix: str | None = None, phase: Phase = "both", span: tuple[int, int | None] | None = None,
-                   include_bos: bool = False) -> VectorSpec:
-    """Mean difference over contrast pairs at each layer, added at every position (``align="all"``)
-    of the tokens ``phase`` / ``span`` / ``include_bos`` choose (see :func:`actlens.steer`)."""
-    pairs = [tuple(p) for p in pairs]
-    return VectorSpec(name, lambda m, layer: mean_diff_vector(m, pairs, layer, read_position=read_position),
-                      align="all", prefix=prefix, recipe=f"mean_diff {pairs!r} read {read_position}",
-                      phase=phase, span=span, include_bos=include_bos)
-
-
-def _tuple(name: str, values: object, kind: type | tuple[type, ...]) -> tuple:
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence | range):
-        raise TypeError(f"{name} must be a list, got {type(values).__name__} {values!r}")
-    out = tuple(values)
-    if not out:
-        raise ValueError(f"{name} is empty; a sweep needs at least one value in each of vectors, layers, coeffs, "
-                         "prompts and seeds")
-    for v in out:
-        if isinstance(v, bool) or not isinstance(v, kind):
-            raise TypeError(f"{name} must hold {getattr(kind, '__name__', kind)} values, got {v!r}")
-    return out
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One cell of the grid: a condition with its vector, layer and coefficient (None for controls without)."""
-
-    condition: str
-    vector: str
-    layer: int | None
-    coeff: float | None
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The settings of a sweep. Coefficients must be finite; every list must be non-empty."""
-
-    vectors: tuple[VectorSpec, ...]
-    layers: tuple[int, ...]
-    coeffs: tuple[float, ...]
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...] = (0,)
-    controls: tuple[str, ...] = CONTROLS
-    control_seed: int = 0
-
-    def __post_init__(self) -> None:
-        vectors = _tuple("vectors", self.vectors, VectorSpec)
-        names = [v.name for v in vectors]
-        if len(set(names)) != len(names):
-            raise ValueError(f"vector names must be unique, got {names}")
-        coeffs = tuple(_validation.finite("coeffs[]", c) for c in _tuple("coeffs", self.coeffs, (int, float)))
-        controls = tuple(self.controls)
-        for c in controls:
-            _validation.choice("controls[]", c, CONTROLS)
-        for key, value in (("vectors", vectors), ("layers", _tuple("layers", self.layers, int)), ("coeffs", coeffs),
-                           ("prompts", tuple(_validation.texts("prompts", list(self.prompts)))),
-                           ("seeds", tuple(_validation.seed(s, name="seeds[]")
-                                           for s in _tuple("seeds", self.seeds, int))),
-                           ("controls", controls),
-                           ("control_seed", _validation.seed(self.control_seed, name="control_seed"))):
-            object.__setattr__(self, key, value)
-
-    def settings(self) -> list[Setting]:
-        """Unsteered first, then per vector: prompting, then steered and random per layer and coefficient."""
-        out = [Setting("unsteered", "", None, None)] if "unsteered" in self.controls else []
-        for spec in self.vectors:
-            if "prompting" in self.controls and spec.prefix:
-                out.append(Setting("prompting", spec.name, None, None))
-            for layer in self.layers:
-                for coeff in self.coeffs:
-                    out.append(Setting("steered", spec.name, layer, coeff))
-                    if "random" in self.controls:
-                        out.append(Setting("random", spec.name, layer, coeff))
-        return out
-
-    def config(self) -> dict:
-        """A JSON-able description (recipes, not functions) for hashes and manifests."""
-        return dict(vectors=[dict(name=v.name, recipe=v.recipe, align=v.align, position=v.position, prefix=v.prefix)
-                             | v.scope_config() for v in self.vectors],
-                    layers=list(self.layers), coeffs=list(self.coeffs), prompts=list(self.prompts),
-                    seeds=list(self.seeds), controls=list(self.controls), control_seed=self.control_seed)
 
 
 KEY = ("condition", "vector", "layer", "coeff", "prompt", "seed")
@@ -346,7 +215,7 @@ def sweep(
     _validation.choice("backend", backend, get_args(Backend))
     batch_size = _validation.positive_int("batch_size", batch_size)
     if not isinstance(grid, Grid):
-        raise TypeError(f"grid must be an actlens.sweeps.Grid, got {type(grid).__name__}")
+        raise TypeError(f"grid must be an actlens.Grid, got {type(grid).__name__}")
     if not isinstance(sampling, Sampling):
         raise TypeError(f"sampling must be an actlens.Sampling, got {type(sampling).__name__}")
     fns = dict(metrics or _metrics.TEXT_METRICS)

@@ -6,6 +6,7 @@ import torch
 import actlens
 from actlens import chat, positions
 from actlens.positions import Placement, Scope, of_batch
+from actlens.sampling import Sampling
 
 PROMPTS = ["I think that you are", "Hello there, my good friend", "Why"]
 SCOPES = [dict(phase="both"), dict(phase="prompt"), dict(phase="generation"), dict(include_bos=True),
@@ -26,7 +27,10 @@ def test_cached_uncached_and_batched_agree_for_every_scope(tiny, scope):
     cached = _greedy(tiny, PROMPTS, **kw)
     assert cached == _greedy(tiny, PROMPTS, use_cache=False, **kw)
     assert cached == [_greedy(tiny, [p], **kw)[0] for p in PROMPTS]
-    assert cached != _greedy(tiny, PROMPTS)  # and it steered
+    # and it steered: seeded samples see any change of the logits (greedy tokens may not, since
+    # temperature=0 is the plain arg-max without the frequency penalty)
+    sampled = dict(max_new_tokens=6, stop_at_eos=False, seed=0)
+    assert actlens.generate(tiny, PROMPTS, **sampled, **kw).tokens != actlens.generate(tiny, PROMPTS, **sampled).tokens
 
 
 def test_phases_differ_and_generation_leaves_the_first_token_alone(tiny):
@@ -132,7 +136,7 @@ def test_sweep_specs_carry_the_scope(tiny):
     v = _vec(tiny)
     rows = [actlens.prompts.encode(tiny, p) for p in PROMPTS]
     req = [batched.Request(v, 8.0, "all", phase="generation"), batched.Request(v, 8.0, "all", phase="prompt"), None]
-    got = batched.generate_rows(tiny, rows, req, [0, 0, 0], max_new_tokens=6, temperature=0, stop_at_eos=False)
+    got = batched.generate_rows(tiny, rows, req, [0, 0, 0], Sampling(max_new_tokens=6, temperature=0, stop_at_eos=False))
     want = [_greedy(tiny, [PROMPTS[0]], vector=v, coeff=8.0, align="all", phase="generation", freq_penalty=1.0)[0],
             _greedy(tiny, [PROMPTS[1]], vector=v, coeff=8.0, align="all", phase="prompt", freq_penalty=1.0)[0],
             _greedy(tiny, [PROMPTS[2]], freq_penalty=1.0)[0]]
