@@ -61,7 +61,8 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
     """
     cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
     tracker = Tracker(positions)
-    # addition index -> (layout rows, first position per row, (lowest, highest) first position of the rows it applies to)
+    # addition index -> (layout rows, first position per row,
+    #                    (lowest, highest) first position of the rows it applies to)
     firsts: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
     ends: dict[int, int] = {}  # addition index -> the last prompt's end (past it, a chunk is all generated tokens)
     n_rows = None if rows is None else len(rows[0])

@@ -65,7 +65,8 @@ class FrequencyPenalty(LogitsProcessor):
         self.starts = starts  # [batch] first real position per row
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        real = torch.arange(input_ids.shape[1], device=input_ids.device)[None] >= self.starts.to(input_ids.device)[:, None]
+        columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+        real = columns[None] >= self.starts.to(input_ids.device)[:, None]
         counts = torch.zeros_like(scores).scatter_add_(1, input_ids, real.to(scores.dtype))
         return scores - self.penalty * counts
 

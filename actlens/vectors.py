@@ -1,8 +1,10 @@
 """Steering vectors: ActAdd's per-position pair difference and CAA-style mean differences.
 
 A :class:`SteeringVector` is immutable and carries its provenance: the layer (its hook
-name follows from it, :func:`actlens.hook_name`), the prompts and their tokens, the model's identity, and whether TransformerLens
-compatibility mode (weight processing, which changes LayerNorm models' residuals) was on.
+name follows from it, :func:`actlens.hook_name`), the prompts and their tokens, the model's
+identity, and whether TransformerLens compatibility mode (weight processing, which changes
+LayerNorm models' residuals) was on. Extraction at many layers takes one forward
+(:func:`actadd_vectors`, :func:`mean_diff_vectors`); the one-layer functions use it.
 """
 
 import json

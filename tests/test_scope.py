@@ -136,7 +136,8 @@ def test_sweep_specs_carry_the_scope(tiny):
     v = _vec(tiny)
     rows = [actlens.prompts.encode(tiny, p) for p in PROMPTS]
     req = [batched.Request(v, 8.0, "all", phase="generation"), batched.Request(v, 8.0, "all", phase="prompt"), None]
-    got = batched.generate_rows(tiny, rows, req, [0, 0, 0], Sampling(max_new_tokens=6, temperature=0, stop_at_eos=False))
+    got = batched.generate_rows(tiny, rows, req, [0, 0, 0],
+                                Sampling(max_new_tokens=6, temperature=0, stop_at_eos=False))
     want = [_greedy(tiny, [PROMPTS[0]], vector=v, coeff=8.0, align="all", phase="generation", freq_penalty=1.0)[0],
             _greedy(tiny, [PROMPTS[1]], vector=v, coeff=8.0, align="all", phase="prompt", freq_penalty=1.0)[0],
             _greedy(tiny, [PROMPTS[2]], freq_penalty=1.0)[0]]

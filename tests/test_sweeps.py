@@ -80,7 +80,8 @@ def test_keyed_sampling_does_not_depend_on_batch_mates(tiny):
     rows = encode_rows(tiny, texts, reqs)
     seeds = [key_seed(0, t) for t in texts]
     together = generate_rows(tiny, rows, reqs, seeds, Sampling(max_new_tokens=5))
-    alone = [generate_rows(tiny, [r], [q], [s], Sampling(max_new_tokens=5))[0] for r, q, s in zip(rows, reqs, seeds, strict=True)]
+    alone = [generate_rows(tiny, [r], [q], [s], Sampling(max_new_tokens=5))[0]
+             for r, q, s in zip(rows, reqs, seeds, strict=True)]
     assert together == alone
 
 
