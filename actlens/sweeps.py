@@ -20,7 +20,7 @@ an interrupted sweep resumes where it stopped and loses no finished row.
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
