@@ -25,11 +25,11 @@ from importlib import resources
 import pandas as pd
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation
+from actlens import _validation
 from actlens.klcurve import kl_curve
 from actlens.norms import coeff_from_units, units_from_coeff
 from actlens.types import Align
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, check_vector
 
 DEFAULT_KL = 0.1
 """Default budget (nats per token) of ``actlens diagnose``: the weddings vector at the paper's c = 1 moves
@@ -98,7 +98,7 @@ def calibrate(
     >>> abs(cal.mean_kl - 0.001) < 1e-4, cal.coeff > 0   # measured at the returned coefficient
     (True, True)
     """
-    vector = _analysis.vector_arg(model, vector)
+    vector = check_vector(model, vector)
     if (target_kl is None) == (units is None):
         raise ValueError("pass exactly one of target_kl= (a KL budget in nats per token, e.g. 0.1) or units= "
                          f"(a size in typical residual norms, e.g. 0.5); got target_kl={target_kl!r}, units={units!r}")

@@ -31,13 +31,13 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _analysis, _validation, positions
-from actlens.intervene import make_hook
+from actlens import _validation, chunked, positions
+from actlens.intervene import addition, make_hook
 from actlens.kl import BLOCK, kl_from_log_probs, log_probs, masked_mean
 from actlens.model import decoder_layers, forward, hook_name, padding
 from actlens.readout import final_hidden, unembedding
 from actlens.types import Align, ShortPrompt
-from actlens.vectors import SteeringVector
+from actlens.vectors import SteeringVector, check_vector
 
 RESID_BUDGET = 256 * 2**20  # bytes of [rows, pos, d_model] residual per grouped forward
 
@@ -174,10 +174,10 @@ def kl_curve(
     >>> curve.to_frame().columns.tolist()[:2], bool(curve.mean_kl[0] < 1e-6 < curve.mean_kl[1] < curve.mean_kl[2])
     (['coeff', 'mean_kl'], True)
     """
-    vector = _analysis.vector_arg(model, vector)
+    vector = check_vector(model, vector)
     coeffs = _coeffs(coeffs)
-    adds = [_analysis.steering_addition(model, vector, c, align, position) for c in coeffs]
-    texts, batch = _analysis.encode_texts(model, texts, adds[0], short_prompt)
+    adds = [addition(model, vector, c, align, position) for c in coeffs]
+    texts, batch = chunked.encode_texts(model, texts, adds[0], short_prompt)
     injected = positions.injected(adds[0].placement, batch.layout)
     real = positions.real(batch.layout, skip_bos=True)
     counted = real & ~injected if align != "all" else real
@@ -185,12 +185,12 @@ def kl_curve(
     fast = resumable(model, layer)
     kl = torch.zeros(len(coeffs), *batch.tokens.shape)
     with torch.inference_mode():
-        for chunk in _analysis.chunks(batch, batch_size):
+        for chunk in chunked.chunks(batch, batch_size):
             keep = chunk.attention_mask.bool()
             got: list[Tensor] = []
             capture = [(hook_name(layer), lambda r, hook: got.append(r))] if fast else []
             with model.hooks(fwd_hooks=capture):
-                base, head = _analysis.hidden(model, chunk)
+                base, head = chunked.hidden(model, chunk)
             real_dev = keep.to(base.device)
             base = base[real_dev]
             rows = len(chunk.starts)
@@ -202,7 +202,7 @@ def kl_curve(
                     steered = _steered_from(model, layer, got[-1], chunk, [adds[j] for j in part])
                     runs = [steered[k * rows:(k + 1) * rows][real_dev] for k in range(len(part))]
                 else:
-                    runs = [_analysis.hidden(model, chunk, vector, coeffs[j], align, position)[0][real_dev] for j in part]
+                    runs = [chunked.hidden(model, chunk, vector, coeffs[j], align, position)[0][real_dev] for j in part]
                 for j, run in zip(part, runs, strict=True):
                     if not bool(torch.isfinite(run).all()):  # the KL's 0·log 0 convention would hide NaN as 0
                         raise ValueError(f"the model produced non-finite activations at coefficient {coeffs[j]:g}; the "

@@ -41,7 +41,7 @@ from transformer_lens import TransformerBridge
 
 from actlens import _validation, prompts
 from actlens.activations import resid_pre
-from actlens.model import check_layer, hook_name, identity, n_layers
+from actlens.model import check_layer, identity, n_layers
 from actlens.norms import default_reference_texts, residual_scales
 from actlens.vectors import SteeringVector
 
@@ -274,7 +274,7 @@ def sink_aware_actadd(
             f"every row of the sink-aware vector for {plus!r} - {minus!r} at layer {layer} is a sink or zero "
             f"(sink rows {sink_rows}); use another prefix, a longer pair, or a higher threshold (now {threshold})")
     return SteeringVector(
-        _values=values.clone(), layer=layer, hook_name=hook_name(layer), kind="actadd", model=identity(model),
+        _values=values.clone(), layer=layer, kind="actadd", model=identity(model),
         compatibility_mode=bool(getattr(model, "compatibility_mode", False)), bos_row=True,
         plus=(prefix + plus,), minus=(prefix + minus,), plus_tokens=(tuple(rows[0]),), minus_tokens=(tuple(rows[1]),),
         pad_token_id=pad_id, pad_source=source,
