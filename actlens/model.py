@@ -285,7 +285,9 @@ def load_model(
             directory, dtype=dtype or torch.float32, device_map=device_map, max_memory=max_memory,
             local_files_only=True,
         )
-    tok = tokenizer or AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    # add_bos_token=True up front: TransformerLens's setup_tokenizer otherwise loads the tokenizer a
+    # second time with it (get_tokenizer_with_bos), ~4 s for Gemma's 262k-entry vocabulary.
+    tok = tokenizer or AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True)
     return wrap_hf(hf, tok, name=name)
 
 
