@@ -8,7 +8,10 @@ seeds, against unsteered completions and a norm-matched random vector; see READM
 """
 
 import argparse
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from actlens import generation, metrics
 from actlens.model import load_model
@@ -162,11 +165,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(model, candidates=CANDIDATES, prompts=EVAL_PROMPTS, seeds=(0, 1, 2), max_new_tokens: int = 40):
+def measure(model, candidates=CANDIDATES, prompts=EVAL_PROMPTS, seeds=(0, 1, 2), max_new_tokens: int = 40,
+            progress: Callable[[list[dict]], None] | None = None):
     """VADER sentiment of unsteered, steered and random-control completions, per candidate.
 
     Returns a tidy DataFrame: one row per (condition, prompt, seed) with the completion and
     its compound score; conditions are "unsteered" and "<label>" / "<label> [random]".
+    ``progress`` gets the rows so far after each condition (the CLI writes them to ``--measure-out``,
+    so a long run that is stopped keeps the conditions it finished).
     """
     import pandas as pd
 
@@ -181,6 +187,8 @@ def measure(model, candidates=CANDIDATES, prompts=EVAL_PROMPTS, seeds=(0, 1, 2),
             for p, text, score in zip(prompts, out.completions, metrics.sentiment(out.completions), strict=True):
                 rows.append(dict(condition=condition, prompt=p, seed=seed, completion=text, sentiment=score,
                                  settings=asdict(settings) if settings else None))
+        if progress is not None:
+            progress(rows)
 
     add("unsteered", None, None)
     for s in candidates:
@@ -208,7 +216,8 @@ def summarise(frame):
 
 
 def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int = 40,
-                 phases=("both", "generation", "prompt"), settings: Recipe = DEMO):
+                 phases=("both", "generation", "prompt"), settings: Recipe = DEMO,
+                 progress: Callable[[list[dict]], None] | None = None):
     """The demo's settings in chat mode: raw-text and chat-formatted vectors, per phase, with random controls.
 
     Same rows as :func:`measure` (``summarise`` reads it); prompts are user turns rendered with the
@@ -232,6 +241,8 @@ def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int =
                                  settings=None if vector is None else asdict(s) | dict(
                                      phase=phase, vector=vector.kind, chat_template=vector.chat_template,
                                      norm=float(vector.norms()[0]))))
+        if progress is not None:
+            progress(rows)
 
     add("unsteered", None, None)
     vectors = {"raw-text mean-diff": mean_diff_vector(model, SENTIMENT_PAIRS, s.layer),
@@ -244,16 +255,25 @@ def measure_chat(model, turns=CHAT_TURNS, seeds=(0, 1, 2), max_new_tokens: int =
 
 
 def _print_measurement(args) -> int:
+    import pandas as pd
+
     model = load_model(args.model)
     seeds = tuple(range(args.seed, args.seed + 3))
+
+    def save(rows: list[dict]) -> None:  # after every condition, atomically: a stopped run keeps what it finished
+        if args.measure_out:
+            tmp = Path(f"{args.measure_out}.partial")
+            pd.DataFrame(rows).to_json(tmp, orient="records", indent=1)
+            os.replace(tmp, args.measure_out)
+
     if getattr(args, "chat", False):
-        frame = measure_chat(model, seeds=seeds, max_new_tokens=args.max_new_tokens)
+        frame = measure_chat(model, seeds=seeds, max_new_tokens=args.max_new_tokens, progress=save)
     else:
-        frame = measure(model, settings_for(args.model)[1], seeds=seeds, max_new_tokens=args.max_new_tokens)
+        frame = measure(model, settings_for(args.model)[1], EVAL_PROMPTS, seeds=seeds,
+                        max_new_tokens=args.max_new_tokens, progress=save)
     table = summarise(frame)
     print(markdown(table))
     if args.measure_out:
-        frame.to_json(args.measure_out, orient="records", indent=1)
         print(f"\nwrote {len(frame)} completions to {args.measure_out}")
     return 0
 

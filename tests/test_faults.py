@@ -4,6 +4,7 @@ Caches are exercised with a small injectable converter (fast); the one test that
 embedded SmolLM2 cache itself is ``slow`` and uses a private ``ACTLENS_CACHE``.
 """
 
+import json
 import os
 import re
 import signal
@@ -625,3 +626,25 @@ def test_cli_anticipated_errors_are_one_line_unexpected_keep_their_traceback(mon
     monkeypatch.setattr(demo, "run", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["steer"])
+
+
+def test_a_stopped_measurement_keeps_the_conditions_it_finished(tiny_models, monkeypatch, tmp_path):
+    """``demo --measure --measure-out`` writes after every condition (a Gemma run takes long on CPU)."""
+    from actlens import demo
+    from actlens.cli import main
+
+    recipe = demo.Recipe(kind="actadd", layer=1, coeff=2.0, align="front")
+    monkeypatch.setattr(demo, "load_model", lambda *a, **k: tiny_models["llama"])
+    monkeypatch.setattr(demo, "settings_for", lambda name: (recipe, [recipe]))
+    monkeypatch.setattr(demo, "EVAL_PROMPTS", demo.EVAL_PROMPTS[:2])
+
+    def stop(*a, **k):  # the run is stopped before the random control
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "random_like", stop)
+    out = tmp_path / "m.json"
+    with pytest.raises(KeyboardInterrupt):
+        main(["demo", "--measure", "--max-new-tokens", "2", "--measure-out", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["condition"] for r in rows] == ["unsteered"] * 6 + [recipe.label] * 6
+    assert not list(tmp_path.glob("*.partial"))
