@@ -104,12 +104,12 @@ class Setting:
 class Grid:
     """The settings of a sweep. Coefficients must be finite; every list must be non-empty."""
 
-    vectors: tuple[VectorSpec, ...]
-    layers: tuple[int, ...]
-    coeffs: tuple[float, ...]
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...] = (0,)
-    controls: tuple[str, ...] = CONTROLS
+    vectors: Sequence[VectorSpec]  # any sequences; stored as tuples
+    layers: Sequence[int]
+    coeffs: Sequence[float]
+    prompts: Sequence[str]
+    seeds: Sequence[int] = (0,)
+    controls: Sequence[str] = CONTROLS
     control_seed: int = 0
 
     def __post_init__(self) -> None:

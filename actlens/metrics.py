@@ -36,7 +36,7 @@ def sentiment(texts: Sequence[str]) -> list[float]:
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, stat: Callable[[np.ndarray], float] = np.mean, n: int = 2000,
+    values: Sequence[float] | np.ndarray, *, stat: Callable[[np.ndarray], float] = np.mean, n: int = 2000,
     level: float = 0.95, seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``stat`` over ``values``.

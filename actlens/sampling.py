@@ -87,7 +87,7 @@ class TopP(LogitsProcessor):
     def __init__(self, top_p: float, first_k: int = 64):
         self.top_p, self.first_k = float(top_p), first_k
 
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+    def __call__(self, input_ids: Tensor | None, scores: Tensor) -> Tensor:  # the scores alone decide
         logp = torch.log_softmax(scores.float(), dim=-1)
         vocab, k = scores.shape[-1], min(self.first_k, scores.shape[-1])
         while True:
@@ -130,7 +130,7 @@ class KeyedSample(LogitsProcessor):
     def __init__(self, seeds: Sequence[int]):
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+    def __call__(self, input_ids: Tensor | None, scores: Tensor) -> Tensor:  # the scores alone decide
         if scores.shape[0] != len(self.generators):
             raise ValueError(f"KeyedSample has {len(self.generators)} generators but the batch has "
                              f"{scores.shape[0]} rows")

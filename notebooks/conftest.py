@@ -54,6 +54,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Executed notebooks are ``slow``: the fast tier (``-m "not slow"``) skips them."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+
+
 KERNEL_ENV = {"ACTLENS_SMOKE": "1", "OMP_NUM_THREADS": "1"}  # defaults; the caller's values win
 
 

@@ -1,7 +1,5 @@
 """Shared fixtures: tiny models built from configs (fast), the embedded SmolLM2 (loaded once)."""
 
-import warnings
-
 import pytest
 import torch
 
@@ -9,18 +7,20 @@ import torch
 # 5-20x slower (measured while developing); notebooks/conftest.py does the same for kernels.
 torch.set_num_threads(1)
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", category=FutureWarning)
-
 ARCHS = ("llama", "gpt2", "gemma3", "native")
 
 
-def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests run only when the ``-m`` expression names them (``.ci/gpu``: ``-m gpu``).
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Whatever loads an embedded model is ``slow``: the fast tier (``-m "not slow"``) never loads one.
 
+    ``gpu`` tests run only when the ``-m`` expression names them (``.ci/gpu``: ``-m gpu``).
     Otherwise they are deselected, not skipped; selected on a machine without CUDA they fail
     the run at once instead of passing vacuously.
     """
+    for item in items:
+        if {"smol", "gemma"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     gpu = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu:
         return
@@ -30,6 +30,21 @@ def pytest_collection_modifyitems(config, items):
     elif not torch.cuda.is_available():
         raise pytest.UsageError(f"{len(gpu)} gpu tests were selected but torch sees no CUDA device "
                                 f"(torch {torch.__version__}); run .ci/gpu on a machine with a GPU")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """``bad_input`` tests check the errors a user without a type checker gets, so jaxtyping steps aside."""
+    if item.get_closest_marker("bad_input") is None:
+        return (yield)
+    import jaxtyping
+
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        return (yield)
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", before)
 
 
 @pytest.fixture(scope="session")

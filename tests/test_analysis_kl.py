@@ -137,8 +137,10 @@ def test_frames_and_html(tiny_models):
         (TEXTS, dict(coeff=float("nan")), ValueError, "coeff must be finite"),
         (TEXTS, dict(align="middle"), ValueError, "did you mean 'mid'"),
         (TEXTS, dict(batch_size=0), ValueError, "batch_size must be a positive int"),
+        (TEXTS, dict(control="no"), TypeError, "control must be True or False"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_input_raises_before_running(tiny_models, texts, kwargs, error, match):
     model = tiny_models["llama"]
     vec = actadd_vector(model, "Love", "Hate", 1)
@@ -194,5 +196,3 @@ def test_without_control(tiny_hf_model):
     assert list(alone.summary().run) == ["steered"]
     assert "kl_control" not in alone.to_frame() and "kl_control" in full.to_frame()
     assert "No control run" in alone.html() and "steered" in alone.html()
-    with pytest.raises(TypeError, match="control must be True or False"):
-        kl.kl_per_token(tiny_hf_model, TEXTS, vec, 4.0, control="no")

@@ -104,3 +104,14 @@ def test_moving_the_model_keeps_one_shared_set_of_tensors(arch):
     assert all(id(t) in bridge_tensors for t in (*fast.parameters(), *fast.buffers()))
     assert logits.dtype == torch.float64
     torch.testing.assert_close(logits, model(tokens), atol=1e-6, rtol=0)  # and the bridge path agrees
+
+
+def test_tensor_shapes_are_checked_while_the_tests_run():
+    """pyproject's --jaxtyping-packages instruments actlens: a shape that contradicts an annotation fails at the
+    call, not somewhere inside it."""
+    import jaxtyping
+
+    from actlens.kl import kl_divergence
+
+    with pytest.raises(jaxtyping.TypeCheckError, match="d_vocab"):
+        kl_divergence(torch.zeros(2, 5), torch.zeros(2, 6))
