@@ -34,8 +34,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """``bad_input`` tests check the errors a user without a type checker gets, so jaxtyping steps aside."""
-    if item.get_closest_marker("bad_input") is None:
+    """``unchecked`` tests pass arguments outside the annotations on purpose: jaxtyping steps aside."""
+    if item.get_closest_marker("unchecked") is None:
         return (yield)
     import jaxtyping
 

@@ -71,7 +71,7 @@ def test_ablate_downstream_measures_kept_effect(tiny_models):
     assert first[("zero", "measured")] < 1.0
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_ablate_downstream_rejects_layers_at_or_before_injection(tiny_models):
     model = tiny_models["llama"]
     v = actlens.actadd_vector(model, "Love", "Hate", 2)

@@ -98,7 +98,7 @@ def test_methods_compared_on_one_pair(tiny_models):
         (dict(pairs=("Love", "Hate"), layers=[-1]), ValueError, r"must be in \[0, 4\)"),
     ],
 )
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_input_raises(tiny_models, kwargs, error, match):
     with pytest.raises(error, match=match):
         cosine_across_layers(tiny_models["llama"], **kwargs)

@@ -140,7 +140,7 @@ def test_frames_and_html(tiny_models):
         (TEXTS, dict(control="no"), TypeError, "control must be True or False"),
     ],
 )
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_input_raises_before_running(tiny_models, texts, kwargs, error, match):
     model = tiny_models["llama"]
     vec = actadd_vector(model, "Love", "Hate", 1)

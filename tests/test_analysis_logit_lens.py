@@ -85,13 +85,13 @@ def test_vector_input_matches_pair_input(tiny_models):
         (dict(layers=[9]), ValueError, r"must be in \[0, 4\)"),
     ],
 )
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_options_raise(tiny_models, kwargs, error, match):
     with pytest.raises(error, match=match):
         logit_lens(tiny_models["llama"], ("Love", "Hate"), **kwargs)
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_vector_with_other_layers_or_model_raises(tiny_models):
     vec = actadd_vector(tiny_models["llama"], "Love", "Hate", 1)
     with pytest.raises(ValueError, match="extracted at layer 1"):

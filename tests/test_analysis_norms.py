@@ -102,7 +102,7 @@ def test_coeff_from_units_rejects_the_zero_bos_row(tiny_models):
         (dict(pair=("Love", "Hate"), reference_texts=[]), ValueError, "reference_texts is empty"),
     ],
 )
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_norm_profile_rejects_bad_input(tiny_models, kwargs, error, match):
     with pytest.raises(error, match=match):
         norms.norm_profile(tiny_models["gpt2"], **kwargs)

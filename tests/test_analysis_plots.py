@@ -79,7 +79,7 @@ def test_colour_conventions(figures):
         assert trace.colorscale == go.Heatmap(colorscale=SEQUENTIAL).colorscale
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_selections_raise(tiny_models):
     model = tiny_models["llama"]
     result = kl_per_token(model, TEXTS, actadd_vector(model, "Love", "Hate", 1), 1.0)

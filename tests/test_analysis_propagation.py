@@ -77,7 +77,7 @@ def test_transfer_diagonal_is_ordinary_actadd_kl(tiny):
         (lambda m, v: transfer_matrix(m, ("a", "b"), [0], 1.0, []), ValueError, "texts is empty"),
     ],
 )
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_input_raises(tiny_models, call, error, match):
     model = tiny_models["gpt2"]
     with pytest.raises(error, match=match):

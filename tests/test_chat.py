@@ -82,7 +82,7 @@ def test_bad_messages_are_clear_errors(tiny, conversation, match):
         actlens.generate(tiny, conversation, chat=True, max_new_tokens=2)
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_chat_settings(tiny):
     with pytest.raises(ValueError, match="already hold a system"):
         chat.messages([{"role": "system", "content": "a"}, {"role": "user", "content": "b"}], system="c")

@@ -50,7 +50,7 @@ def test_vector_from_another_model_shape_is_refused(tiny_models):
     (dict(coeff=float("inf")), "finite"),
     (dict(align="frnt"), "did you mean 'front'"),
 ])
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_steering_requests(tiny, bad, match):
     args = dict(layer=1, coeff=1.0, align="front") | bad
     with pytest.raises(ValueError, match=match):

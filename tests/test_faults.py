@@ -543,6 +543,7 @@ def test_text_that_cannot_be_encoded_is_refused_everywhere(llama):
 
 @pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (2.0, ValueError), ("8", ValueError),
                                           (True, ValueError)])
+@pytest.mark.unchecked
 def test_batch_size_must_be_a_positive_int_or_none(llama, value, error):
     import actlens
 
@@ -558,6 +559,7 @@ def test_batch_size_must_be_a_positive_int_or_none(llama, value, error):
     ("0", TypeError, "non-negative int, got str '0'"), (1.5, TypeError, "got float 1.5"),
     (True, TypeError, "got bool True"), (-1, ValueError, r"in \[0, 2\*\*63\), got -1"),
 ])
+@pytest.mark.unchecked
 def test_seed_must_be_a_non_negative_int(llama, value, error, words):
     import actlens
     from actlens.sweeps import Grid, pair_spec
@@ -570,6 +572,7 @@ def test_seed_must_be_a_non_negative_int(llama, value, error, words):
         Grid([pair_spec("Love", "Hate")], layers=[1], coeffs=[1.0], prompts=["Hi"], seeds=[0], control_seed=value)
 
 
+@pytest.mark.unchecked
 def test_numpy_integer_seeds_are_accepted(llama):
     import actlens
 

@@ -216,7 +216,7 @@ def test_include_bos_is_llama_cpp_s_window(tiny_models, tmp_path):
 
 
 # --- bad input ------------------------------------------------------------------------------
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_k_gt_1_refused_by_default(tiny_models, tmp_path):
     v = actadd_vector(tiny_models["llama"], "Love", "Hate", layer=2)
     with pytest.raises(ValueError, match="reduce='mean'"):
@@ -315,7 +315,7 @@ def test_import_checks_the_exporting_model(tiny_models, tmp_path):
         from_gguf(path, tiny_models["llama"])
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_pt_bad_input(tiny_models, tmp_path):
     model = tiny_models["llama"]
     with pytest.raises(FileNotFoundError, match="no .pt vector file"):

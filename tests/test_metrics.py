@@ -34,7 +34,7 @@ def test_topic_rate_and_relevance():
         metrics.topic_rate([])
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_distinct_and_repetition():
     assert metrics.distinct_n("a b c d", 1) == 1.0
     assert metrics.distinct_n("a a a a", 1) == 0.25

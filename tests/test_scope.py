@@ -94,6 +94,7 @@ def test_chat_user_span_steers_only_the_users_words(tiny):
     (dict(span=(2, None), phase="generation"), ValueError, "would do nothing"),
     (dict(include_bos="yes"), TypeError, "include_bos"),
 ])
+@pytest.mark.unchecked
 def test_bad_scopes_are_clear_errors(tiny, kw, error, match):
     with pytest.raises(error, match=match):
         actlens.generate(tiny, PROMPTS, vector=_vec(tiny), coeff=4.0, align="all", max_new_tokens=2, **kw)

@@ -65,7 +65,7 @@ def test_steer_rows_rejects_a_wrong_row_count(tiny):
         tiny(torch.tensor([[0, 40, 41, 42, 43, 44]] * 2))
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_request_validates_its_arguments(tiny):
     v = actlens.actadd_vector(tiny, "Love", "Hate", 1)
     with pytest.raises(ValueError, match="finite"):
@@ -163,13 +163,13 @@ def test_results_file_of_another_config_is_refused(tiny_models, tmp_path):
     (dict(controls=("unsteered", "shuffled")), ValueError, "controls"),
     (dict(vectors=[pair_spec("A", "B"), pair_spec("A", "B")]), ValueError, "unique"),
 ])
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_grids_raise_clear_errors(change, error, match):
     with pytest.raises(error, match=match):
         _grid(**change)
 
 
-@pytest.mark.bad_input
+@pytest.mark.unchecked
 def test_bad_sweep_arguments_raise(tiny_models):
     model = tiny_models["llama"]
     with pytest.raises(ValueError, match=r"layer must be in \[0, 4\)"):
