@@ -19,11 +19,12 @@ an interrupted sweep resumes where it stopped and loses no finished row.
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Union, get_args
 
 import pandas as pd
 from transformer_lens import TransformerBridge
@@ -161,8 +162,13 @@ class _Local:
             yield chunk, run_rows(self.model, grid, chunk, sampling=sampling, metrics=metrics, vector_cache=cache)
 
 
+# What sweep() runs on: a loaded model or, with backend="ray", what each worker loads or a started pool (named
+# as a string: actlens.distributed imports this module).
+ModelSource = Union[TransformerBridge, str, os.PathLike, Callable[[], TransformerBridge], "actlens.distributed.RayWorkers"]
+
+
 def sweep(
-    model: TransformerBridge,
+    model: ModelSource,
     grid: Grid,
     *,
     sampling: Sampling = Sampling(),
