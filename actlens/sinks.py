@@ -58,7 +58,7 @@ def _threshold(value: object) -> float:
 
 
 def _ratios(model: TransformerBridge, rows: Sequence[Sequence[int]], layers: Sequence[int],
-            medians: Tensor) -> list[Float[Tensor, "layer pos"]]:
+            medians: Tensor) -> list[Float[Tensor, "layer _pos"]]:
     """``‖resid_pre‖ / median`` per layer and position for each token row (one forward per row group)."""
     out: list[Tensor] = []
     for i in range(0, len(rows), 16):
@@ -86,7 +86,7 @@ class SinkReport:
     layers: tuple[int, ...]
     threshold: float
     medians: Float[Tensor, " layer"]
-    ratios: tuple[Float[Tensor, "layer pos"], ...]
+    ratios: tuple[Float[Tensor, "layer _pos"], ...]  # texts differ in length: pos is not shared
     token_strings: tuple[tuple[str, ...], ...]
     model_name: str
 
