@@ -48,6 +48,7 @@ def test_layers_below_the_vector_run_once_per_chunk(tiny_models):
     assert calls == {0: 1, 3: 2}  # layer 0: the unsteered pass only; layer 3: unsteered + one batched steered pass
 
 
+@pytest.mark.unchecked
 def test_bad_input(tiny_models):
     model = tiny_models["llama"]
     v = actadd_vector(model, "Love", "Hate", 1)
