@@ -72,6 +72,7 @@ def test_steerability_report(tiny_models):
     assert r.to_frame().columns.tolist()[:4] == ["layer", "n_pairs", "consistency", "separation"]
 
 
+@pytest.mark.unchecked
 def test_steerability_bad_input(tiny_models):
     model = tiny_models["llama"]
     with pytest.raises(ValueError, match="pairs is empty"):
