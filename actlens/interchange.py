@@ -1,4 +1,7 @@
-"""Vector interchange: llama.cpp / repeng GGUF control vectors and steering-vectors / CAA ``.pt`` files.
+"""Vector interchange: llama.cpp / repeng GGUF control vectors, and how each format counts layers.
+
+steering-vectors / CAA ``.pt`` files are read by :func:`actlens.pt_vectors.from_pt` (also
+importable from here); the table below gives their layer numbering too.
 
 Every format adds a vector to the residual stream *between* two decoder blocks, but each
 counts that place differently. actlens counts the block the residual enters
@@ -52,7 +55,7 @@ reduction (``reduce=``) and warns with :class:`LossyExportWarning`. Imported vec
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -61,9 +64,10 @@ import torch
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens import _schema, _validation
+from actlens import _importing, _schema, _validation
 from actlens.model import hook_name, identity
-from actlens.vectors import SteeringVector, from_values
+from actlens.pt_vectors import CONVENTIONS, Convention, from_pt  # re-exported: the .pt importer moved there
+from actlens.vectors import SteeringVector
 
 ARCH = "controlvector"
 PROVENANCE_KEY = "actlens.provenance"
@@ -72,13 +76,6 @@ Reduce = Literal["error", "sum", "mean", "position"]
 """How :func:`to_gguf` turns a per-position (``k > 1``) vector into one direction: refuse,
 sum or average the rows after BOS, or take one row (``position=``)."""
 REDUCES: tuple[str, ...] = get_args(Reduce)
-
-Convention = Literal["hf_output", "resid_pre"]
-"""What a ``.pt`` file's layer index means: the output of Hugging Face decoder layer ``i``
-(CAA, steering-vectors; ``blocks.{i+1}.hook_resid_pre``), or actlens's own
-``blocks.{i}.hook_resid_pre``."""
-CONVENTIONS: tuple[str, ...] = get_args(Convention)
-
 
 class LossyExportWarning(UserWarning):
     """An export dropped information the target format cannot hold (e.g. positions)."""
@@ -245,26 +242,6 @@ def to_gguf(
 
 
 # --- import -------------------------------------------------------------------------------
-def _check_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} file at {path}; check the path")
-    return path
-
-
-def _check_import_model(model: TransformerBridge) -> None:
-    identity(model)  # raises TypeError for anything but a bridge
-    if getattr(model, "compatibility_mode", False):
-        raise ValueError(
-            "this model has TransformerLens compatibility mode on (processed weights), but imported vectors live "
-            "in the raw checkpoint's residual stream; import onto a model loaded without compatibility mode"
-        )
-
-
-def _imported(model: TransformerBridge, layer: int, row: Tensor, source: str) -> SteeringVector:
-    return from_values(model, layer, row.float()[None], "imported", bos_row=False, notes=source)
-
-
 def _field(reader, key: str):
     field = reader.get_field(key)
     return None if field is None else field.contents()
@@ -320,8 +297,8 @@ def from_gguf(path: str | os.PathLike, model: TransformerBridge) -> dict[int, St
     """
     from gguf import GGMLQuantizationType, GGUFReader
 
-    path = _check_file(path, "control-vector")
-    _check_import_model(model)
+    path = _importing.check_file(path, "control-vector")
+    _importing.check_model(model)
     target = identity(model)
     try:
         reader = GGUFReader(path)
@@ -394,106 +371,23 @@ def from_gguf(path: str | os.PathLike, model: TransformerBridge) -> dict[int, St
                 stacklevel=2,
             )
             continue
-        out[layer] = _imported(model, layer, row, f"imported from {path.name}, direction.{direction}")
+        out[layer] = _importing.imported(model, layer, row, f"imported from {path.name}, direction.{direction}")
     if not out:
         raise ValueError(f"{path} holds only a direction for the last block's output, which actlens cannot steer")
     return out
 
 
-def _layer_key(key: object) -> int | None:
-    if isinstance(key, int) and not isinstance(key, bool):
-        return key
-    if isinstance(key, str) and key.isdigit():
-        return int(key)
-    return None
-
-
-def from_pt(
-    path: str | os.PathLike,
-    model: TransformerBridge,
-    *,
-    layer: int,
-    convention: Convention = "hf_output",
-) -> SteeringVector:
-    """Import a mean-difference vector saved with ``torch.save`` (CAA, steering-vectors).
-
-    The file may hold one tensor ``[d_model]`` (CAA's ``vec_layer_{i}_*.pt``; the layer is
-    in the file name) or a dict ``{layer: tensor}`` (e.g. ``torch.save(sv.layer_activations,
-    path)`` for a steering-vectors ``SteeringVector``). It is read with
-    ``torch.load(..., weights_only=True)``, so pickled objects are refused.
-
-    Args:
-        path: the ``.pt`` file.
-        model: the model the vector is for.
-        layer: the layer as the file counts it: for a dict, the key to import; for a single
-            tensor, the layer it was extracted at.
-        convention: ``"hf_output"`` (default; CAA and steering-vectors hook the *output* of
-            Hugging Face decoder layer ``layer``, which is ``blocks.{layer+1}.hook_resid_pre``)
-            or ``"resid_pre"`` (``layer`` already counts actlens layers).
-
-    Returns:
-        A ``kind="imported"`` vector with ``k == 1``; apply it with ``align="all"``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: an unreadable or pickled file, a layer not in the dict or outside the
-            model, a shape other than ``[d_model]``, non-finite values, or a model in
-            compatibility mode.
-
-    >>> import tempfile, pathlib, torch
-    >>> from actlens.tiny import tiny_model
-    >>> model = tiny_model()
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "vec_layer_1.pt"
-    >>> torch.save(torch.ones(64), path)
-    >>> from_pt(path, model, layer=1).hook_name   # output of HF layer 1 enters block 2
-    'blocks.2.hook_resid_pre'
-    """
-    _validation.choice("convention", convention, CONVENTIONS)
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        raise TypeError(f"layer must be an int, got {layer!r}")
-    if layer < 0:
-        raise ValueError(f"layer must be >= 0 (counted from the first layer, as the file counts it), got {layer}")
-    path = _check_file(path, ".pt vector")
-    _check_import_model(model)
-    target = identity(model)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError for pickled objects, RuntimeError / EOFError for corrupt files
-        raise ValueError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({type(err).__name__}: {err}). Save plain "
-            "tensors instead of objects, e.g. torch.save(sv.layer_activations, path) for a steering-vectors vector"
-        ) from err
-    if isinstance(obj, Mapping):
-        by_layer = {_layer_key(k): v for k, v in obj.items()}
-        if None in by_layer:
-            raise ValueError(f"{path} holds a dict whose keys are not all layer numbers: {list(obj)[:8]}")
-        if layer not in by_layer:
-            raise ValueError(f"{path} has no vector for layer {layer}; it has layers {sorted(by_layer)}")
-        tensor = by_layer[layer]
-    else:
-        tensor = obj
-    if not isinstance(tensor, Tensor) or not torch.is_floating_point(tensor):
-        raise ValueError(
-            f"{path}: expected a float tensor (or a dict of them), got {type(tensor).__name__}"
-            + (f" of dtype {tensor.dtype}" if isinstance(tensor, Tensor) else "")
-        )
-    if tensor.ndim == 2 and tensor.shape[0] == 1:
-        tensor = tensor[0]
-    if tuple(tensor.shape) != (target.d_model,):
-        raise ValueError(
-            f"{path}: the vector has shape {tuple(tensor.shape)} but the model needs [{target.d_model}] (d_model); "
-            "it was made for another model, or holds several rows (save a dict {layer: tensor} instead)"
-        )
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{path}: the vector for layer {layer} holds non-finite values (nan or inf)")
-    tl_layer = layer + 1 if convention == "hf_output" else layer
-    if not 0 <= tl_layer < target.n_layers:
-        last = (" (the output of the last decoder layer, which no hook_resid_pre sees)"
-                if tl_layer == target.n_layers else "")
-        valid = f"[0, {target.n_layers - 1})" if convention == "hf_output" else f"[0, {target.n_layers})"
-        raise ValueError(
-            f"layer {layer} with convention={convention!r} is blocks.{tl_layer}.hook_resid_pre{last}; for this "
-            f"{target.n_layers}-layer model the layer must be in {valid}"
-        )
-    return _imported(model, tl_layer, tensor.detach(), f"imported from {path.name}, layer {layer} ({convention})")
-
+__all__ = [
+    "ARCH",
+    "CONVENTIONS",
+    "PROVENANCE_KEY",
+    "REDUCES",
+    "Convention",
+    "LossyExportWarning",
+    "Reduce",
+    "from_gguf",
+    "from_pt",
+    "gguf_direction",
+    "resid_pre_layer",
+    "to_gguf",
+]

@@ -384,7 +384,7 @@ def test_gguf_with_valid_or_without_provenance_imports(tmp_path):
     ({1: torch.ones(32)}, r"shape \(32,\)"),
 ], ids=["bad-key", "int-tensor", "list", "two-rows", "short"])
 def test_bad_pt_import_is_a_value_error_naming_the_file(tmp_path, obj, words):
-    from actlens.interchange import from_pt
+    from actlens.pt_vectors import from_pt
     from actlens.tiny import tiny_model
 
     path = tmp_path / "v.pt"

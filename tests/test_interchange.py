@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from actlens import interchange
-from actlens.interchange import LossyExportWarning, from_gguf, from_pt, to_gguf
+from actlens import interchange, pt_vectors
+from actlens.interchange import LossyExportWarning, from_gguf, to_gguf
+from actlens.pt_vectors import from_pt
 from actlens.intervene import steer
 from actlens.model import forward
 from actlens.vectors import actadd_vector, mean_diff_vector
@@ -154,6 +155,11 @@ def test_layer_mapping_helpers():
 
 
 # --- .pt import (CAA, steering-vectors) ------------------------------------------------------
+def test_pt_import_is_also_importable_from_interchange():
+    """from_pt lives in actlens.pt_vectors; actlens.interchange keeps the name for its users (README)."""
+    assert interchange.from_pt is pt_vectors.from_pt and interchange.CONVENTIONS is pt_vectors.CONVENTIONS
+
+
 def test_pt_single_tensor_round_trip(tiny, tmp_path):
     v = mean_diff_vector(tiny, PAIRS, layer=2)
     torch.save(v.values[0].clone(), tmp_path / "vec_layer_1.pt")  # CAA: output of HF layer 1 = blocks.2
