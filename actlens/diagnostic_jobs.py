@@ -286,6 +286,6 @@ JOBS = {
         "notes.", steerability_effect, True),
 }
 
-figure_jobs.JOBS.update(JOBS)
+figure_jobs.register(JOBS)
 
 __all__ = ["JOBS"]
