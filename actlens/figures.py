@@ -2,9 +2,9 @@
 
 For every figure id (``actlens figures --list``) this writes ``<id>.html`` (interactive; the
 plotly.js bundle is written once beside it as ``plotly.min.js``, so the pages work offline),
-``<id>.png`` (static, through kaleido and an installed Chromium), ``<id>.csv`` (the plotted
-data), and for the sampling figures ``<id>.*.completions.jsonl`` (every completion with its
-metrics). ``manifest.json`` records per figure the configuration, seeds, model and revision,
+``<id>.png`` (static, through kaleido and an installed Chromium: :mod:`actlens.static_png`),
+``<id>.csv`` (the plotted data), and for the sampling figures ``<id>.*.completions.jsonl``
+(every completion with its metrics). ``manifest.json`` records per figure the configuration, seeds, model and revision,
 library versions, git commit, a sha256 of the data file and the PNG status; ``README.md`` says
 what each figure shows, with the measured numbers.
 
@@ -26,17 +26,15 @@ import datetime
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
 import sys
-import threading
 import time
-import warnings
 from pathlib import Path
 
 from actlens import embedded
 from actlens.figure_jobs import JOBS
+from actlens.static_png import png_problem
 
 TINY = {"tiny": "llama", "tiny-llama": "llama", "tiny-gpt2": "gpt2", "tiny-native": "native"}
 LIBRARIES = ("actlens", "torch", "transformer-lens", "transformers", "plotly", "kaleido", "pandas", "numpy",
@@ -92,64 +90,6 @@ def selected(only: list[str] | None) -> list[str]:
     if not wanted:
         raise ValueError(f"--only got no figure id; known ids: {', '.join(JOBS)}")
     return [x for x in JOBS if x in wanted]
-
-
-INSTALL_BROWSER = "apt-get install chromium"
-PNG_TIMEOUT_S = 120.0  # a first browser start on a busy 2-core machine took ~10 s
-
-
-def find_browser() -> str | None:
-    """The Chromium kaleido would drive, or None: choreographer's own search (``BROWSER_PATH``,
-    ``PATH``, the usual install paths), without starting anything or downloading a browser."""
-    from choreographer.browsers import Chromium  # kaleido 1.x's browser driver, installed with it
-
-    path = Chromium.find_browser(skip_local=False)
-    return str(path) if path and os.access(path, os.X_OK) else None
-
-
-def png_problem(timeout: float = PNG_TIMEOUT_S) -> str | None:
-    """None when PNG export works (kaleido + a browser), else why not, in one line.
-
-    Looks for the browser before starting kaleido: kaleido's sync server starts its browser in
-    a thread, and when that fails the thread dies and every later export waits forever. The
-    probe export is bounded by ``timeout`` seconds for the same reason.
-    """
-    try:
-        import kaleido
-    except ImportError:
-        return "kaleido is not installed (pip install 'kaleido>=1.5,<2')"
-    if find_browser() is None:
-        return f"no Chromium found for kaleido; `{INSTALL_BROWSER}` gives PNGs"
-    outcome: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-            kaleido.start_sync_server(silence_warnings=True)
-            import plotly.graph_objects as go
-
-            go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).to_image(format="png", width=40, height=40)
-            outcome.append(None)
-        except Exception as err:  # kaleido raises several types when the browser does not run
-            first = str(err).splitlines()[0] if str(err) else ""
-            outcome.append(f"PNG export failed ({type(err).__name__}: {first}); `{INSTALL_BROWSER}` gives PNGs")
-
-    thread = threading.Thread(target=probe, daemon=True, name="actlens-png-probe")
-    thread.start()
-    thread.join(timeout)
-    if outcome:
-        if outcome[0] is not None:
-            _stop_kaleido(kaleido)
-        return outcome[0]
-    # the browser thread died or hangs: never export through it (the daemon thread is left behind)
-    return f"PNG export did not finish within {timeout:.0f} s (is the browser working?); `{INSTALL_BROWSER}` gives PNGs"
-
-
-def _stop_kaleido(kaleido) -> None:
-    try:
-        kaleido.stop_sync_server(silence_warnings=True)
-    except Exception:  # a server whose thread already died: nothing left to stop
-        pass
 
 
 def load(name: str | None, smoke: bool):

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from actlens import figures
+from actlens import figures, static_png
 from actlens.cli import main as cli
 from actlens.figure_jobs import JOBS
 
@@ -87,7 +87,7 @@ def test_list_names_every_figure(capsys):
 
 
 def _no_browser(monkeypatch):
-    monkeypatch.setattr(figures, "find_browser", lambda: None)
+    monkeypatch.setattr(static_png, "find_browser", lambda: None)
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def test_smoke_without_browser_records_png_as_skipped(monkeypatch, tmp_path):
 
 def test_png_problem_names_the_fix_without_a_browser(monkeypatch):
     _no_browser(monkeypatch)
-    problem = figures.png_problem()
+    problem = static_png.png_problem()
     assert problem is not None and "apt-get install chromium" in problem and "\n" not in problem
 
 
@@ -122,11 +122,11 @@ def test_png_probe_wait_is_bounded(monkeypatch):
     import kaleido
 
     release = threading.Event()
-    monkeypatch.setattr(figures, "find_browser", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(static_png, "find_browser", lambda: "/usr/bin/chromium")
     monkeypatch.setattr(kaleido, "start_sync_server", lambda **kw: release.wait())
     try:
         started = time.perf_counter()
-        problem = figures.png_problem(timeout=0.5)
+        problem = static_png.png_problem(timeout=0.5)
         assert time.perf_counter() - started < 5
         assert "did not finish within" in problem and "apt-get install chromium" in problem
     finally:
@@ -138,7 +138,7 @@ def test_png_problem_returns_when_kaleido_finds_no_browser(tmp_path):
     """The real kaleido, told (through choreographer's BROWSER_PATH) of a browser that is not there: it used to wait
     forever on a server thread that died with ChromeNotFoundError."""
     env = {**os.environ, "BROWSER_PATH": str(tmp_path / "no-chromium")}
-    code = "from actlens import figures; print(figures.png_problem(timeout=60))"
+    code = "from actlens import static_png; print(static_png.png_problem(timeout=60))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "no Chromium found" in done.stdout and "apt-get install chromium" in done.stdout
@@ -146,7 +146,7 @@ def test_png_problem_returns_when_kaleido_finds_no_browser(tmp_path):
 
 @pytest.mark.slow
 def test_png_export_works_exactly_when_a_browser_is_found():
-    assert (figures.png_problem() is None) == (figures.find_browser() is not None)
+    assert (static_png.png_problem() is None) == (static_png.find_browser() is not None)
 
 
 def test_side_by_side_table_reads_every_models_manifest(tmp_path):
