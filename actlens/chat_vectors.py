@@ -10,7 +10,7 @@
   the first tokens of the user's own words.
 
 Both record the absolute positions they read (``read_positions``) and the template's
-fingerprint (``chat_template``) on the :class:`~actlens.vectors.SteeringVector`.
+fingerprint (``chat_template``) on the :class:`~actlens.steering_vector.SteeringVector`.
 """
 
 from collections.abc import Sequence
