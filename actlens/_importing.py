@@ -12,7 +12,7 @@ from torch import Tensor
 from transformer_lens import TransformerBridge
 
 from actlens.model import identity
-from actlens.vectors import SteeringVector, from_values
+from actlens.steering_vector import SteeringVector, from_values
 
 
 def check_file(path: str | os.PathLike, what: str) -> Path:

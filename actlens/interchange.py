@@ -67,7 +67,7 @@ from transformer_lens import TransformerBridge
 from actlens import _importing, _schema, _validation
 from actlens.model import hook_name, identity
 from actlens.pt_vectors import CONVENTIONS, Convention, from_pt  # re-exported: the .pt importer moved there
-from actlens.vectors import SteeringVector
+from actlens.steering_vector import SteeringVector
 
 ARCH = "controlvector"
 PROVENANCE_KEY = "actlens.provenance"

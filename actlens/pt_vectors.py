@@ -18,7 +18,7 @@ from transformer_lens import TransformerBridge
 
 from actlens import _importing, _validation
 from actlens.model import identity
-from actlens.vectors import SteeringVector
+from actlens.steering_vector import SteeringVector
 
 Convention = Literal["hf_output", "resid_pre"]
 """What a ``.pt`` file's layer index means: the output of Hugging Face decoder layer ``i``
