@@ -211,7 +211,8 @@ def kl_budget(job: Job) -> Output:
              "for both schemes: the mean shift of the next-token log-odds of the pairs' contrasting tokens after 24 "
              "prompts (actlens.steerability's default metric); for the KL budget also the paired shift of the sampled "
              "metric against unsteered completions (24 prompts × 1 seed, 20 tokens).",
-             "Transfer across models: not measured (no second embedded model in this build)."]
+             "Transfer across models: compare units_at_budget and the log-odds shifts with the same figure of the "
+             "other embedded model (figures/README.md puts them side by side)."]
     for name, group in study.groupby("set", sort=False):
         kl_ok = (group.kl_at_coeff - _budget(job)).abs().max()
         notes.append(f"{name}: the budget needs {group.units_at_budget.min():.2f}–{group.units_at_budget.max():.2f} "

@@ -121,10 +121,12 @@ def topic_by_layer(job: Job) -> Output:
         above = group[group.ci_low > base.ci_high].layer.tolist()
         notes.append(f"{vector}, c={best.coeff:g}: best layer {int(best.layer)} ({_fmt(best)}); layers whose CI "
                      f"lies above unsteered: {[int(x) for x in above] or 'none'}.")
-    peak = rate[rate.condition == "steered"]["mean"].max()
-    notes.append("Paper (GPT-2-XL, c=1): effective from layer 0, peak near layer 6 of 48, '> 90 %' vs ~2 % unsteered. "
-                 + ("Here the peak reaches that level." if peak >= 0.9 else
-                    f"Here the best rate is {peak:.0%}: the paper's size of effect is NOT reproduced."))
+    # The paper's claim is about its own recipe, so the verdict reads the ActAdd vector only.
+    peak = rate[(rate.condition == "steered") & (rate.vector == actadd.name)]["mean"].max()
+    notes.append("Paper (GPT-2-XL, ActAdd, c=1): effective from layer 0, peak near layer 6 of 48, '> 90 %' vs ~2 % "
+                 "unsteered. " + (f"Here ActAdd's peak ({peak:.0%}) reaches that level." if peak >= 0.9 else
+                                  f"Here ActAdd's best rate is {peak:.0%}: the paper's size of effect is NOT reproduced "
+                                  "(the mean-difference vector above is not the paper's recipe)."))
     config = dict(prompt=TOPIC_PROMPT, layers=layers, sweeps=[a.config, b.config])
     return Output(fig, data, config, seeds, notes, [job.out / "topic_by_layer.actadd.completions.jsonl",
                                                      job.out / "topic_by_layer.mean_diff.completions.jsonl"])
