@@ -205,3 +205,17 @@ def test_bench_smoke_writes_every_row(tmp_path):
     labels = {t["target"] for t in result["targets"]}
     assert any("batched sweep" in t for t in labels) and sum(t.startswith("kl_per_token") for t in labels) == 2
     assert sum(t.startswith("kl_curve") for t in labels) == 2
+
+
+def test_bench_two_process_reference_row_gives_the_same_completions(tmp_path):
+    """The no-Ray reference for the Ray row: two spawned processes, each with half of the sweep's rows."""
+    from actlens import cli
+
+    assert cli.main(["bench", "--smoke", "--model", "tiny", "--rows", "sweep/batched,sweep/2-processes",
+                     "--threads", "1", "--repeats", "1", "--warmup", "1", "--no-png", "--no-memory",
+                     "--out", str(tmp_path)]) == 0
+    rows = {r["id"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+    assert rows["sweep/2-processes"]["same_completions_as_baseline"] is True
+    assert rows["sweep/2-processes"]["startup_s"] > 0
+    targets = {t["target"] for t in json.loads((tmp_path / "bench.json").read_text())["targets"]}
+    assert any(t.startswith("reference: 2 plain processes") for t in targets)

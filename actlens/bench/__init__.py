@@ -20,7 +20,9 @@ Rows (``--rows``, patterns over ``group/name``):
 * ``sweep/*`` — one sampled sweep grid (:func:`actlens.bench.extra.sweep_grid`, 68
   completions of ``--sweep-tokens`` tokens) run one setting at a time (the baseline) and
   batched; the check round asserts identical completions. Opt-in (named in ``--rows``):
-  ``sweep/ray-2workers``, the batched sweep on two Ray workers of one thread each.
+  ``sweep/ray-2workers``, the batched sweep on two Ray workers of one thread each, and
+  ``sweep/2-processes``, its two halves on two plain processes (no Ray): the reference for what two
+  workers can gain on the machine.
 
 Every ratio is the median over repeats of ``baseline time / row time`` from the same
 repeat, with its interquartile range; targets (:data:`actlens.bench.report.TARGETS`) are
@@ -35,7 +37,7 @@ Examples::
     actlens bench --smoke --model tiny --out /tmp/bench          # a few seconds
     actlens bench --model smollm2-135m --out figures/bench        # the CPU targets
     actlens bench --model llama-1b-random --device cuda --out figures/bench-gpu
-    actlens bench --rows 'sweep/batched,sweep/ray-2workers' --threads 1 --out figures/bench-ray
+    actlens bench --rows 'sweep/batched,sweep/ray-2workers,sweep/2-processes' --threads 1 --out figures/bench-ray
 """
 
 import argparse

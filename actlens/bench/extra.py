@@ -155,3 +155,64 @@ def _sweep_ray(w: Workload, case: Case):
     run.tokens_per_call = case.batch * case.new_tokens
     run.startup_s = pool.startup_s  # the thunk holds the pool: its workers live as long as the row
     return run
+
+
+# --- the same sweep on two plain processes: what two workers can gain on this machine, without Ray ---
+_PROCESS: dict = {}  # in each worker process of the 2-processes row: its model and the bench grid
+
+
+def _process_init(name: str, dtype: str) -> None:
+    torch.set_num_threads(1)
+    model = worker_model(name, dtype)
+    _PROCESS.update(model=model, grid=sweep_grid(model))
+
+
+def _process_ready(wait_s: float) -> int:
+    import os
+    import time
+
+    time.sleep(wait_s)  # holds this worker so that the other start-up task goes to the second process
+    return os.getpid()
+
+
+def _process_rows(start: int, stop: int, new_tokens: int) -> list[str]:
+    from actlens.sweeps import Sampling, grid_rows, run_rows
+
+    model, grid = _PROCESS["model"], _PROCESS["grid"]
+    records = run_rows(model, grid, grid_rows(grid)[start:stop], metrics={"n_chars": len},
+                       sampling=Sampling(max_new_tokens=new_tokens, stop_at_eos=False))
+    return [r["completion"] for r in records]
+
+
+@row("sweep", "2-processes", "sweep rows split in two halves on 2 plain processes (no Ray; 1 torch thread each)",
+     optional=True, opt_in=True)
+def _sweep_processes(w: Workload, case: Case):
+    """The ceiling the Ray row is measured against: the same halves, with no scheduler, store or actor in the way."""
+    import math
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from actlens.sweeps import grid_rows
+
+    if w.setup.device.type != "cpu":
+        raise Unavailable("the 2-processes row runs CPU workers")
+    n = len(grid_rows(sweep_grid(w.setup.model)))
+    started = time.perf_counter()
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_process_init,
+                               initargs=(w.setup.name, str(w.setup.dtype).removeprefix("torch.")))
+    pids = {f.result() for f in [pool.submit(_process_ready, 1.0) for _ in range(2)]}
+    if len(pids) != 2:
+        pool.shutdown()
+        raise Unavailable(f"the process pool started {len(pids)} worker(s), not 2")
+    half = math.ceil(n / 2)
+
+    def run():
+        parts = [pool.submit(_process_rows, 0, half, case.new_tokens),
+                 pool.submit(_process_rows, half, n, case.new_tokens)]
+        return parts[0].result() + parts[1].result()
+
+    run.tokens_per_call = case.batch * case.new_tokens
+    run.startup_s = time.perf_counter() - started - 1.0  # less the start-up task's hold
+    run.pool = pool  # the thunk holds the pool: its processes live as long as the row
+    return run

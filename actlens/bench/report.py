@@ -44,6 +44,9 @@ TARGETS = (
            "throughput", 5.0),
     Target("2 Ray workers >= 1.6x one process (1 thread each: --threads 1)", "sweep", "ray-2workers", "batched",
            "throughput", 1.6),
+    # Not a target of actlens: the same halves on two plain processes, i.e. what this machine allows two workers.
+    Target("reference: 2 plain processes (no Ray) >= 1.6x one process (1 thread each)", "sweep", "2-processes",
+           "batched", "throughput", 1.6),
     Target("kl_curve, 8 coefficients, >= 3x the throughput of 8 kl_per_token(control=False) calls", "klcurve",
            "batched", "separate", "throughput", 3.0),
     Target("kl_curve at 2/3 depth, 8 coefficients, >= 3x 8 kl_per_token(control=False) calls", "klcurve-late",
