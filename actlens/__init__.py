@@ -1,27 +1,33 @@
 """actlens: activation engineering (ActAdd, arXiv 2308.10248) on TransformerLens 4.
 
-The data flow: prompts (raw or chat-templated) -> activations -> vectors -> intervene / generation -> analysis.
+The data flow, and the subpackages in layers (each imports only from those before it):
+core (prompts, positions, metrics) -> models -> vectors -> steering (hooks, generation) -> analysis ->
+experiments (sweeps) -> plots -> figures -> cli and bench. This face re-exports the public API.
 """
 
-from actlens.activations import resid_pre
-from actlens.calibrate import calibrate
-from actlens.chat_vectors import chat_actadd_vector, chat_mean_diff_vector
-from actlens.cosine import cosine_across_layers
-from actlens.distributed import RayWorkers
-from actlens.generation import Generation, PairedGeneration, generate, steered_logits
-from actlens.intervene import steer
-from actlens.kl import kl_per_token
-from actlens.klcurve import kl_curve
-from actlens.logit_lens import logit_lens
-from actlens.model import ModelIdentity, forward, hook_name, load_model
-from actlens.norms import coeff_from_units, norm_profile
-from actlens.propagation import propagation, transfer_matrix
-from actlens.sampling import Sampling
-from actlens.grid import Grid, mean_diff_spec, pair_spec
-from actlens.sinks import sink_aware_actadd, sinks
-from actlens.steerability import steerability
-from actlens.sweeps import sweep
+from actlens import _compat
+from actlens.analysis.calibrate import calibrate
+from actlens.analysis.cosine import cosine_across_layers
+from actlens.analysis.kl import kl_per_token
+from actlens.analysis.klcurve import kl_curve
+from actlens.analysis.logit_lens import logit_lens
+from actlens.analysis.norms import coeff_from_units, norm_profile
+from actlens.analysis.propagation import propagation, transfer_matrix
+from actlens.analysis.sinks import sink_aware_actadd, sinks
+from actlens.analysis.steerability import steerability
+from actlens.core.sampling import Sampling
+from actlens.experiments.distributed import RayWorkers
+from actlens.experiments.grid import Grid
+from actlens.experiments.sweeps import sweep
+from actlens.models.activations import resid_pre
+from actlens.models.model import ModelIdentity, forward, hook_name, load_model
+from actlens.steering.generation import Generation, PairedGeneration, generate, steered_logits
+from actlens.steering.intervene import steer
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
+from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
+from actlens.vectors.specs import mean_diff_spec, pair_spec
+
+_compat.install()  # old module paths (actlens.kl, actlens.sweeps, ...) keep importing, with a DeprecationWarning
 
 __version__ = "0.1.0"
 

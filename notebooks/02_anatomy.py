@@ -19,16 +19,16 @@
 # What is inside the Love − Hate vector, and what does it do to the model? Five views, each one function in
 # `actlens` returning a result object and one figure function in `actlens.plots.analysis`:
 #
-# 1. **Norms** (`actlens.norms`): how large the vector is at each layer and position, against the typical residual
+# 1. **Norms** (`actlens.analysis.norms`): how large the vector is at each layer and position, against the typical residual
 #    norm it joins; coefficients in residual-norm units.
-# 2. **Cosine across layers** (`actlens.cosine`): is it "the same direction" at every layer, and does it agree with a
+# 2. **Cosine across layers** (`actlens.analysis.cosine`): is it "the same direction" at every layer, and does it agree with a
 #    mean-difference vector over many sentiment pairs?
-# 3. **Logit lens** (`actlens.logit_lens`): which tokens the vector promotes and suppresses directly.
-# 4. **Per-token KL** (`actlens.kl`): how much each next-token distribution moves, against a norm-matched random
+# 3. **Logit lens** (`actlens.analysis.logit_lens`): which tokens the vector promotes and suppresses directly.
+# 4. **Per-token KL** (`actlens.analysis.kl`): how much each next-token distribution moves, against a norm-matched random
 #    vector of the same size (the paper's control).
-# 5. **Propagation and transfer** (`actlens.propagation`): how the injected difference travels through later layers,
+# 5. **Propagation and transfer** (`actlens.analysis.propagation`): how the injected difference travels through later layers,
 #    and what a vector extracted at layer i does when injected at layer j.
-# 6. **Why it steers or not** (`actlens.sinks`, `actlens.kl_curve`, `actlens.calibrate`, `actlens.steerability`):
+# 6. **Why it steers or not** (`actlens.analysis.sinks`, `actlens.kl_curve`, `actlens.analysis.calibrate`, `actlens.analysis.steerability`):
 #    the attention sinks the vector reads, a sink-aware version of it, its KL curve, the coefficient for a KL budget,
 #    and a steerability report for the sentiment pairs (`actlens diagnose` prints the same from the command line).
 
@@ -55,13 +55,13 @@ N_REFERENCE = 8 if SMOKE else None  # neutral texts defining the typical residua
 import torch
 
 import actlens
-from actlens.cosine import cosine_across_layers
-from actlens.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
-from actlens.kl import kl_per_token
-from actlens.logit_lens import logit_lens
-from actlens.norms import coeff_from_units, default_reference_texts, norm_profile, units_from_coeff
+from actlens.analysis.cosine import cosine_across_layers
+from actlens.cli.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
+from actlens.analysis.kl import kl_per_token
+from actlens.analysis.logit_lens import logit_lens
+from actlens.analysis.norms import coeff_from_units, default_reference_texts, norm_profile, units_from_coeff
 from actlens.plots.analysis import fig_cosine, fig_kl, fig_logit_lens, fig_norm_profile, fig_propagation, fig_transfer
-from actlens.propagation import propagation, transfer_matrix
+from actlens.analysis.propagation import propagation, transfer_matrix
 
 model = actlens.load_model(MODEL)
 TEXTS = EVAL_PROMPTS[:N_TEXTS]
@@ -153,11 +153,11 @@ fig_transfer(transfer)
 # and first token get nothing) and zeroes any row still read at a sink.
 
 # %%
-from actlens.calibrate import calibrate
-from actlens.klcurve import kl_curve
+from actlens.analysis.calibrate import calibrate
+from actlens.analysis.klcurve import kl_curve
 from actlens.plots.diagnostics import fig_kl_curves, fig_sinks
-from actlens.sinks import sink_aware_actadd, sinks, touched
-from actlens.steerability import steerability
+from actlens.analysis.sinks import sink_aware_actadd, sinks, touched
+from actlens.analysis.steerability import steerability
 
 print("rows read at a sink:", touched(model, vector))
 aware = sink_aware_actadd(model, *PAIR, layer=LAYER)

@@ -20,11 +20,11 @@
 # completions of "I went up to my friend and said", and count the completions that mention a wedding word. On
 # GPT-2-XL it works from layer 0, peaks near layer 6 of 48 and reaches "> 90 %" against a ~2 % baseline.
 #
-# 1. **Sweep** (`actlens.sweeps`): a layer × coefficient grid for two vectors, the paper's ActAdd pair (front-aligned)
+# 1. **Sweep** (`actlens.experiments.sweeps`): a layer × coefficient grid for two vectors, the paper's ActAdd pair (front-aligned)
 #    and a mean-difference vector over eight wedding/other-event sentence pairs (added at every position), with a
 #    norm-matched random vector at every setting and the unsteered model as controls. Metric: share of completions
-#    with a wedding word (`actlens.metrics.topic_rate`), with bootstrap CIs.
-# 2. **Ablation** (`actlens.ablation`), without sampling: inject at each layer and measure the mean KL and the shift of
+#    with a wedding word (`actlens.core.metrics.topic_rate`), with bootstrap CIs.
+# 2. **Ablation** (`actlens.analysis.ablation`), without sampling: inject at each layer and measure the mean KL and the shift of
 #    log-probability mass onto wedding tokens (vs the random vector); then inject at one layer and remove the
 #    vector's direction at each later layer, to see how much of the effect survives.
 #
@@ -51,8 +51,9 @@ ABLATE_LAYERS = [7, 12] if SMOKE else None  # None: every later layer
 
 # %%
 import actlens
-from actlens import ablation, sweeps
-from actlens.corpora import KL_TEXTS, WEDDING_PAIRS
+from actlens.analysis import ablation
+from actlens.experiments import sweeps
+from actlens.core.corpora import KL_TEXTS, WEDDING_PAIRS
 from actlens.plots.sweeps import fig_ablation, fig_topic_by_layer
 
 model = actlens.load_model(MODEL)

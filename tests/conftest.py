@@ -50,7 +50,7 @@ def pytest_runtest_call(item: pytest.Item):
 @pytest.fixture(scope="session")
 def tiny_models():
     """One tiny model per architecture; tests must not mutate them (steer() leaves no trace)."""
-    from actlens.tiny import tiny_model
+    from actlens.models.tiny import tiny_model
 
     return {arch: tiny_model(arch) for arch in ARCHS}
 

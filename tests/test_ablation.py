@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import actlens
-from actlens import ablation
-from actlens.model import hooks_registered, hook_name
-from actlens.sweeps import pair_spec
+from actlens.analysis import ablation
+from actlens.models.model import hooks_registered, hook_name
+from actlens.experiments.sweeps import pair_spec
 
 TEXTS = ["The weather today is nice and warm.", "I think that we should go home now."]
 

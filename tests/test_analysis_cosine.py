@@ -1,10 +1,10 @@
-"""Cosine matrices across layers, contrasts and methods (actlens.cosine)."""
+"""Cosine matrices across layers, contrasts and methods (actlens.analysis.cosine)."""
 
 import pytest
 import torch
 
-from actlens.cosine import cosine_across_layers, cosine_matrix
-from actlens.model import hooks_registered
+from actlens.analysis.cosine import cosine_across_layers, cosine_matrix
+from actlens.models.model import hooks_registered
 from actlens.vectors import actadd_vector, mean_diff_vector
 
 

@@ -1,14 +1,16 @@
-"""Per-token KL with injection masking and a random control (actlens.kl)."""
+"""Per-token KL with injection masking and a random control (actlens.analysis.kl)."""
 
 import math
 
 import pytest
 import torch
 
-from actlens import chunked, kl, positions
-from actlens.tiny import tiny_model
+from actlens.steering import chunked
+from actlens.analysis import kl
+from actlens.core import positions
+from actlens.models.tiny import tiny_model
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
-from actlens.model import hooks_registered
+from actlens.models.model import hooks_registered
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]
 

@@ -1,10 +1,10 @@
-"""Logit lens of steering vectors (actlens.logit_lens)."""
+"""Logit lens of steering vectors (actlens.analysis.logit_lens)."""
 
 import pytest
 import torch
 
-from actlens.logit_lens import final_norm, logit_lens, project
-from actlens.tiny import tiny_model
+from actlens.analysis.logit_lens import final_norm, logit_lens, project
+from actlens.models.tiny import tiny_model
 from actlens.vectors import actadd_vector
 
 

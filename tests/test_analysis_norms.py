@@ -1,14 +1,14 @@
-"""Norm profiles, residual scales and residual-norm units (actlens.norms)."""
+"""Norm profiles, residual scales and residual-norm units (actlens.analysis.norms)."""
 
 import pytest
 import torch
 
 import actlens
-from actlens import norms
-from actlens.activations import resid_pre
-from actlens.prompts import encode
+from actlens.analysis import norms
+from actlens.models.activations import resid_pre
+from actlens.core.prompts import encode
 from actlens.vectors import actadd_vector, actadd_vectors
-from actlens.model import hooks_registered
+from actlens.models.model import hooks_registered
 
 REFERENCE = ["The cat sat on the mat.", "Water boils at one hundred degrees.", "We met at the station at noon."]
 

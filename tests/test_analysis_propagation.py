@@ -1,12 +1,12 @@
-"""Propagation of an injection through the layers, and layer transfer (actlens.propagation)."""
+"""Propagation of an injection through the layers, and layer transfer (actlens.analysis.propagation)."""
 
 import pytest
 import torch
 
-from actlens import kl
-from actlens.propagation import propagation, transfer_matrix
+from actlens.analysis import kl
+from actlens.analysis.propagation import propagation, transfer_matrix
 from actlens.vectors import actadd_vector, mean_diff_vector
-from actlens.model import hooks_registered
+from actlens.models.model import hooks_registered
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]
 

@@ -2,15 +2,15 @@
 
 A real multi-GPU split needs GPUs; on CPU, ``accelerate.dispatch_model(..., force_hooks=True)``
 with two groups of "cpu" modules installs the same ``_hf_hook`` machinery on every module,
-which is what ``copy.deepcopy`` in :func:`actlens.model.wrap_hf` has to survive.
+which is what ``copy.deepcopy`` in :func:`actlens.models.model.wrap_hf` has to survive.
 """
 
 import pytest
 import torch
 
-from actlens.intervene import steer
-from actlens.model import forward, load_model, state
-from actlens.tiny import tiny_hf
+from actlens.steering.intervene import steer
+from actlens.models.model import forward, load_model, state
+from actlens.models.tiny import tiny_hf
 from actlens.vectors import actadd_vector
 
 TOKENS = torch.tensor([[0, 40, 41, 42, 43, 44, 45]])

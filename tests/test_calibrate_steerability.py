@@ -1,12 +1,12 @@
-"""actlens.calibrate (KL budget / units) and actlens.steerability (consistency, separation, anti-steerable)."""
+"""actlens.analysis.calibrate (KL budget / units) and actlens.analysis.steerability (consistency, separation, anti-steerable)."""
 
 import pytest
 import torch
 
-from actlens.calibrate import calibrate, default_texts
-from actlens.klcurve import kl_curve
-from actlens.norms import coeff_from_units
-from actlens.steerability import auroc, contrast_metric, steerability
+from actlens.analysis.calibrate import calibrate, default_texts
+from actlens.analysis.klcurve import kl_curve
+from actlens.analysis.norms import coeff_from_units
+from actlens.analysis.steerability import auroc, contrast_metric, steerability
 from actlens.vectors import actadd_vector
 
 PAIRS = [("I love it", "I hate it"), ("a good day", "a bad day"), ("so happy", "so sad"), ("great food", "awful food")]

@@ -1,13 +1,13 @@
-"""Chat prompts (actlens.chat) and chat-formatted vectors (actlens.chat_vectors)."""
+"""Chat prompts (actlens.core.chat) and chat-formatted vectors (actlens.vectors.chat)."""
 
 import pytest
 import torch
 
 import actlens
-from actlens import chat, prompts
-from actlens.activations import resid_pre
-from actlens.chat_vectors import chat_actadd_vector, chat_mean_diff_vector
-from actlens.model import forward
+from actlens.core import chat, prompts
+from actlens.models.activations import resid_pre
+from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
+from actlens.models.model import forward
 
 TURNS = ["Tell me about your day.", "What is a cat?", "Hi"]
 CONTRASTS = [("How was the film?", "It was wonderful.", "It was dreadful."),
@@ -145,7 +145,7 @@ def test_smollm2_chat_reply(smol):
 
 
 def test_chat_measurement_runs_on_a_tiny_model(tiny_models):
-    from actlens import demo
+    from actlens.cli import demo
 
     settings = demo.Recipe(kind="mean_diff", layer=2, coeff=4.0, align="all")
     frame = demo.measure_chat(tiny_models["llama"], turns=["Hi", "Tell me more"], seeds=(0,), max_new_tokens=3,

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import actlens
-from actlens import positions
-from actlens.ablation import remove_direction
-from actlens.batched import Request, steer_rows
-from actlens.model import hook_name, padding
-from actlens.sampling import FrequencyPenalty, KeyedSample, Sampling, processors
+from actlens.core import positions
+from actlens.analysis.ablation import remove_direction
+from actlens.steering.batched import Request, steer_rows
+from actlens.models.model import hook_name, padding
+from actlens.core.sampling import FrequencyPenalty, KeyedSample, Sampling, processors
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 
 META = torch.device("meta")
@@ -72,7 +72,7 @@ def test_sampling_processors_follow_the_scores_device():
 @pytest.mark.gpu
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_cuda_paths_match_the_cpu(arch):
-    from actlens.tiny import tiny_hf
+    from actlens.models.tiny import tiny_hf
 
     cpu, gpu = (actlens.load_model(hf, tokenizer=tok, device=device)
                 for device, (hf, tok) in (("cpu", tiny_hf(arch)), ("cuda", tiny_hf(arch))))

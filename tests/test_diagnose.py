@@ -3,7 +3,7 @@
 import pytest
 
 from actlens.cli import main as cli
-from actlens.tiny import tiny_model
+from actlens.models.tiny import tiny_model
 from actlens.vectors import mean_diff_vector
 
 

@@ -21,9 +21,9 @@ import pytest
 import ray
 import torch
 
-from actlens.distributed import INSTALL, RayWorkers
-from actlens.sweeps import Grid, Sampling, pair_spec, sweep
-from actlens.tiny import tiny_model
+from actlens.experiments.distributed import INSTALL, RayWorkers
+from actlens.experiments.sweeps import Grid, Sampling, pair_spec, sweep
+from actlens.models.tiny import tiny_model
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 
@@ -176,8 +176,8 @@ def test_a_killed_driver_resumes_from_the_store(pool, ray_instance, local, tmp_p
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(f"""
         import functools, time
-        from actlens.sweeps import Grid, Sampling, pair_spec, sweep
-        from actlens.tiny import tiny_model
+        from actlens.experiments.sweeps import Grid, Sampling, pair_spec, sweep
+        from actlens.models.tiny import tiny_model
 
         def chars(text):
             time.sleep(0.3)  # slow enough to be killed mid-run

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 import actlens
-from actlens import embedded, prompts
+from actlens.models import embedded
+from actlens.core import prompts
 
 pytestmark = pytest.mark.slow
 
 
 def test_identity_and_tokenizer(smol):
-    ident = actlens.model.identity(smol)
+    ident = actlens.models.model.identity(smol)
     assert (ident.name, ident.n_layers, ident.d_model, ident.d_vocab) == ("smollm2-135m", 30, 576, 49152)
     assert prompts.space_pad(smol) == prompts.SpacePad(216, "space")
     assert prompts.encode(smol, "Love")[0] == 1  # <|im_start|> as BOS

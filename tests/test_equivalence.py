@@ -16,10 +16,10 @@ import torch
 from transformers import GenerationConfig
 
 import actlens
-from actlens import prompts
-from actlens.intervene import steer
-from actlens.model import _decoder_layers
-from actlens.tiny import tiny_hf
+from actlens.core import prompts
+from actlens.steering.intervene import steer
+from actlens.models.model import _decoder_layers
+from actlens.models.tiny import tiny_hf
 
 ATOL = 1e-5
 TEXTS = ["Hello there, my good friend", "I think that", "Why is the sky so blue today?"]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import actlens
-from actlens.model import hooks_registered
-from actlens.tiny import tiny_model
+from actlens.models.model import hooks_registered
+from actlens.models.tiny import tiny_model
 
 
 
@@ -82,7 +82,7 @@ def test_unknown_model_name_suggests_close_names():
 
 
 def test_in_memory_model_needs_its_tokenizer():
-    from actlens.tiny import tiny_hf
+    from actlens.models.tiny import tiny_hf
 
     hf, _ = tiny_hf("gpt2")
     with pytest.raises(ValueError, match="tokenizer"):

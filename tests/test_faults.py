@@ -20,7 +20,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from actlens import cache
+from actlens.models import cache
 
 RECIPE = "test-1"
 
@@ -214,7 +214,7 @@ def test_read_only_valid_cache_loads_and_checks_in_full(src, tmp_path, monkeypat
 def test_embedded_cache_with_random_bytes_is_rebuilt(tmp_path, monkeypatch, capsys):
     """The issue's finding: random bytes in the cached SmolLM2 weights loaded silently (NaN, empty output)."""
     import actlens
-    from actlens import embedded
+    from actlens.models import embedded
 
     monkeypatch.setenv("ACTLENS_CACHE", str(tmp_path))
     directory = embedded.converted_dir()
@@ -233,7 +233,7 @@ def test_embedded_cache_with_random_bytes_is_rebuilt(tmp_path, monkeypatch, caps
 @pytest.fixture(scope="module")
 def saved_vector(tmp_path_factory):
     import actlens
-    from actlens.tiny import tiny_model
+    from actlens.models.tiny import tiny_model
 
     model = tiny_model()
     vector = actlens.actadd_vector(model, "Love", "Hate", layer=2)
@@ -357,8 +357,8 @@ BAD_PROVENANCE = {
 
 @pytest.mark.parametrize("case", list(BAD_PROVENANCE))
 def test_bad_gguf_provenance_is_a_value_error_naming_file_and_field(tmp_path, case):
-    from actlens.interchange import from_gguf
-    from actlens.tiny import tiny_model
+    from actlens.vectors.gguf import from_gguf
+    from actlens.models.tiny import tiny_model
 
     text, words = BAD_PROVENANCE[case]
     path = _control_vector(tmp_path / "cv.gguf", text)
@@ -368,8 +368,8 @@ def test_bad_gguf_provenance_is_a_value_error_naming_file_and_field(tmp_path, ca
 
 
 def test_gguf_with_valid_or_without_provenance_imports(tmp_path):
-    from actlens.interchange import from_gguf
-    from actlens.tiny import tiny_model
+    from actlens.vectors.gguf import from_gguf
+    from actlens.models.tiny import tiny_model
 
     model = tiny_model()
     assert list(from_gguf(_control_vector(tmp_path / "a.gguf", _provenance()), model)) == [2]
@@ -384,8 +384,8 @@ def test_gguf_with_valid_or_without_provenance_imports(tmp_path):
     ({1: torch.ones(32)}, r"shape \(32,\)"),
 ], ids=["bad-key", "int-tensor", "list", "two-rows", "short"])
 def test_bad_pt_import_is_a_value_error_naming_the_file(tmp_path, obj, words):
-    from actlens.pt_vectors import from_pt
-    from actlens.tiny import tiny_model
+    from actlens.vectors.pt import from_pt
+    from actlens.models.tiny import tiny_model
 
     path = tmp_path / "v.pt"
     torch.save(obj, path)
@@ -396,27 +396,27 @@ def test_bad_pt_import_is_a_value_error_naming_the_file(tmp_path, obj, words):
 
 # --- sweep stores: keyed by the model's identity, one writer, corrupt lines located -----------
 def _sweep_grid(seeds=(0, 1)):
-    from actlens.sweeps import Grid, pair_spec
+    from actlens.experiments.sweeps import Grid, pair_spec
 
     return Grid([pair_spec("Love", "Hate")], layers=[1], coeffs=[2.0], prompts=["I think you", "The day"],
                 seeds=list(seeds), controls=("unsteered",))
 
 
 def _sweep(model, out, seeds=(0, 1), **kw):
-    from actlens.sweeps import Sampling, sweep
+    from actlens.experiments.sweeps import Sampling, sweep
 
     return sweep(model, _sweep_grid(seeds), sampling=Sampling(max_new_tokens=3), out=out, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
 def llama():
-    from actlens.tiny import tiny_model
+    from actlens.models.tiny import tiny_model
 
     return tiny_model("llama")
 
 
 def test_store_from_another_model_with_the_same_name_is_refused(llama, tmp_path):
-    from actlens.tiny import tiny_model
+    from actlens.models.tiny import tiny_model
 
     out = tmp_path / "s.jsonl"
     _sweep(llama, out, limit=2)
@@ -439,7 +439,7 @@ def test_store_of_an_older_format_is_refused(llama, tmp_path):
 
 
 def test_second_writer_is_refused_while_the_first_runs(llama, tmp_path):
-    from actlens import _store
+    from actlens.experiments import store as _store
 
     out = tmp_path / "s.jsonl"
     _sweep(llama, out, limit=1)
@@ -496,7 +496,7 @@ def _sweep_in_child(llama, out: Path) -> int:
         import torch
         torch.set_num_threads(1)
         from pathlib import Path
-        from actlens.tiny import tiny_model
+        from actlens.models.tiny import tiny_model
         from test_faults import _sweep
         _sweep(tiny_model("llama"), Path({str(out)!r}), seeds=range(10), batch_size=1)
     """)
@@ -527,7 +527,7 @@ BAD_TEXT = "caf\udce9"  # bytes decoded with errors="surrogateescape"
 
 def test_text_that_cannot_be_encoded_is_refused_everywhere(llama):
     import actlens
-    from actlens.sweeps import Grid, pair_spec
+    from actlens.experiments.sweeps import Grid, pair_spec
 
     calls = [
         lambda: actlens.generate(llama, BAD_TEXT, max_new_tokens=2),
@@ -562,7 +562,7 @@ def test_batch_size_must_be_a_positive_int_or_none(llama, value, error):
 @pytest.mark.unchecked
 def test_seed_must_be_a_non_negative_int(llama, value, error, words):
     import actlens
-    from actlens.sweeps import Grid, pair_spec
+    from actlens.experiments.sweeps import Grid, pair_spec
 
     with pytest.raises(error, match=words):
         actlens.generate(llama, "Hi", max_new_tokens=2, seed=value)
@@ -584,7 +584,7 @@ def test_numpy_integer_seeds_are_accepted(llama):
 @pytest.fixture
 def no_model(monkeypatch):
     """Any attempt to load a model fails the test: these errors must come first."""
-    from actlens import demo
+    from actlens.cli import demo
 
     monkeypatch.setattr(demo, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
 
@@ -616,7 +616,8 @@ def test_cli_checks_output_paths_before_loading(no_model, capsys, tmp_path, flag
 
 
 def test_cli_anticipated_errors_are_one_line_unexpected_keep_their_traceback(monkeypatch, capsys):
-    from actlens import cache, demo
+    from actlens.models import cache
+    from actlens.cli import demo
     from actlens.cli import main
 
     def cache_fails(args):
@@ -633,7 +634,7 @@ def test_cli_anticipated_errors_are_one_line_unexpected_keep_their_traceback(mon
 
 def test_a_stopped_measurement_keeps_the_conditions_it_finished(tiny_models, monkeypatch, tmp_path):
     """``demo --measure --measure-out`` writes after every condition (a Gemma run takes long on CPU)."""
-    from actlens import demo
+    from actlens.cli import demo
     from actlens.cli import main
 
     recipe = demo.Recipe(kind="actadd", layer=1, coeff=2.0, align="front")

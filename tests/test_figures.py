@@ -11,9 +11,10 @@ import time
 import pandas as pd
 import pytest
 
-from actlens import figures, static_png
+from actlens import figures
+from actlens.figures import static_png
 from actlens.cli import main as cli
-from actlens.figure_jobs import JOBS
+from actlens.figures.registry import JOBS
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_png_export_works_exactly_when_a_browser_is_found():
 
 def test_side_by_side_table_reads_every_models_manifest(tmp_path):
     """figures/README.md puts the paper and each model's full run side by side (smoke runs are left out)."""
-    from actlens.figure_compare import table
+    from actlens.figures.compare import table
 
     def write(folder, name, note, smoke=False):
         folder.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import actlens
-from actlens import prompts
-from actlens.model import _decoder_layers, hook_name
-from actlens.tiny import GEMMA_WINDOW, tiny_hf
+from actlens.core import prompts
+from actlens.models.model import _decoder_layers, hook_name
+from actlens.models.tiny import GEMMA_WINDOW, tiny_hf
 
 LONG = ["Hello there, my good friend, how are you", "I think that", "Why is the sky so blue today?"]
 
@@ -130,7 +130,7 @@ def test_steered_logits_equal_the_bridge_under_the_same_steer(gemma):
 def test_per_token_analyses_never_unembed_a_whole_batch(gemma):
     """KL / entropy read the final hidden state and unembed flat blocks of positions: the head only ever
     makes [positions, vocab] blocks, never [batch, pos, vocab] logits."""
-    from actlens.readout import unembedding
+    from actlens.models.readout import unembedding
 
     _, model = gemma
     head = unembedding(model)

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 import actlens
-from actlens import cache, embedded, prompts
+from actlens.models import cache, embedded
+from actlens.core import prompts
 
 pytestmark = pytest.mark.slow
 
 
 def test_identity_tokenizer_and_verified_cache(gemma):
-    ident = actlens.model.identity(gemma)
+    ident = actlens.models.model.identity(gemma)
     assert (ident.name, ident.n_layers, ident.d_model, ident.d_vocab) == ("gemma-3-270m", 18, 640, 262144)
     assert prompts.encode(gemma, "Love")[0] == 2  # <bos>
     assert prompts.space_pad(gemma).token_id == 236743

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import actlens
-from actlens import prompts
+from actlens.core import prompts
 
 PROMPTS = ["I think that you are", "Hello there, my good friend", "Why"]
 
@@ -36,7 +36,7 @@ def test_same_seed_same_samples_and_paired_shares_the_seed(tiny):
 
 
 def test_frequency_penalty_ignores_left_padding(tiny_hf_model):
-    from actlens.sampling import FrequencyPenalty
+    from actlens.core.sampling import FrequencyPenalty
 
     pad = prompts.pad_token_id(tiny_hf_model)
     ids = torch.tensor([[pad, pad, 5, 6, 6], [3, 4, 5, 6, 6]])
@@ -46,7 +46,7 @@ def test_frequency_penalty_ignores_left_padding(tiny_hf_model):
 
 
 def test_bridge_generate_cached_equals_uncached(tiny_hf_model):
-    """Guards the TL 4.3 KV-cache shim in actlens/model.py (transformers 5.2x passes `cache=`)."""
+    """Guards the TL 4.3 KV-cache shim in actlens/models/model.py (transformers 5.2x passes `cache=`)."""
     tokens = torch.tensor([prompts.encode(tiny_hf_model, "Hello there")])
     kw = dict(max_new_tokens=8, do_sample=False, stop_at_eos=False, verbose=False)
     cached = tiny_hf_model.generate(tokens, use_past_kv_cache=True, **kw)
@@ -77,7 +77,7 @@ def test_generation_settings_are_validated_before_running(tiny):
 def test_top_p_keeps_the_same_tokens_as_hugging_faces_warper():
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from actlens.sampling import TopP
+    from actlens.core.sampling import TopP
 
     gen = torch.Generator().manual_seed(0)
     checked = 0
@@ -97,7 +97,7 @@ def test_top_p_keeps_the_same_tokens_as_hugging_faces_warper():
 
 
 def test_keyed_sample_draws_from_the_softmax():
-    from actlens.sampling import KeyedSample
+    from actlens.core.sampling import KeyedSample
 
     scores = torch.tensor([[1.0, 0.0, -torch.inf, 2.0, -1.0]])
     sampler = KeyedSample([123])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from actlens import interchange, pt_vectors
-from actlens.interchange import LossyExportWarning, from_gguf, to_gguf
-from actlens.pt_vectors import from_pt
-from actlens.intervene import steer
-from actlens.model import forward
+from actlens.vectors import gguf as interchange, pt as pt_vectors
+from actlens.vectors.gguf import LossyExportWarning, from_gguf, to_gguf
+from actlens.vectors.pt import from_pt
+from actlens.steering.intervene import steer
+from actlens.models.model import forward
 from actlens.vectors import actadd_vector, mean_diff_vector
 
 PAIRS = [("I love it", "I hate it"), ("Great", "Awful")]
@@ -39,7 +39,7 @@ def write_repeng_style(path, directions: dict[int, np.ndarray], *, arch="control
 def hf_output_hook_logits(model, hf_layer: int, direction: torch.Tensor, coeff: float) -> torch.Tensor:
     """Oracle: add ``coeff * direction`` to the output of HF decoder layer ``hf_layer`` (after BOS), as
     repeng's ControlModule and llama.cpp's build_cvec do, on the model's plain Hugging Face tree."""
-    from actlens.model import _decoder_layers, state
+    from actlens.models.model import _decoder_layers, state
 
     fast = state(model).fast
 
@@ -156,7 +156,7 @@ def test_layer_mapping_helpers():
 
 # --- .pt import (CAA, steering-vectors) ------------------------------------------------------
 def test_pt_import_is_also_importable_from_interchange():
-    """from_pt lives in actlens.pt_vectors; actlens.interchange keeps the name for its users (README)."""
+    """from_pt lives in actlens.vectors.pt; actlens.vectors.gguf keeps the name for its users (README)."""
     assert interchange.from_pt is pt_vectors.from_pt and interchange.CONVENTIONS is pt_vectors.CONVENTIONS
 
 
@@ -186,7 +186,7 @@ def test_pt_matches_steering_vectors_library(tiny_models, tmp_path):
     """steering-vectors adds layer_activations[i] to the output of decoder block i; after import,
     actlens (align="all") must give the same logits as the library's own apply()."""
     import steering_vectors as sv_lib  # installed by the test command (--no-deps: it pins transformers<5)
-    from actlens.tiny import tiny_hf
+    from actlens.models.tiny import tiny_hf
 
     model = tiny_models["llama"]
     hf, _ = tiny_hf("llama")  # the same seeded weights as the wrapped tiny model
@@ -204,7 +204,7 @@ def test_pt_matches_steering_vectors_library(tiny_models, tmp_path):
 def test_include_bos_is_llama_cpp_s_window(tiny_models, tmp_path):
     """llama.cpp (and steering-vectors' default apply) add at every position, BOS included: include_bos=True."""
     import steering_vectors as sv_lib
-    from actlens.tiny import tiny_hf
+    from actlens.models.tiny import tiny_hf
 
     model = tiny_models["llama"]
     hf, _ = tiny_hf("llama")
@@ -360,7 +360,7 @@ def test_pt_bad_input(tiny_models, tmp_path):
 
 
 def test_import_refuses_compatibility_mode(tmp_path):
-    from actlens.tiny import tiny_model
+    from actlens.models.tiny import tiny_model
 
     model = tiny_model("gpt2", n_layers=2)
     torch.save(torch.ones(64), tmp_path / "v.pt")

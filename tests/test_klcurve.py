@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from actlens.kl import kl_per_token
-from actlens.klcurve import kl_curve, resumable
-from actlens.model import decoder_layers, hooks_registered
+from actlens.analysis.kl import kl_per_token
+from actlens.analysis.klcurve import kl_curve, resumable
+from actlens.models.model import decoder_layers, hooks_registered
 from actlens.vectors import actadd_vector, mean_diff_vector
 
 TEXTS = ["I think that you are nice", "The weather is", "A much longer text to pad the batch out"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import actlens
-from actlens import embedded, local_gguf
+from actlens.models import embedded, local_gguf
 
 
 def _write_gguf(path, arch: str, **strings):
@@ -110,7 +110,7 @@ def test_a_corrupt_or_truncated_chunk_is_a_clear_error_and_leaves_nothing(fake_g
 
 # --- local GGUF files ------------------------------------------------------------------------------------
 def test_a_control_vector_gguf_is_refused_with_a_pointer_to_from_gguf(tmp_path, tiny_models):
-    from actlens.interchange import to_gguf
+    from actlens.vectors.gguf import to_gguf
 
     vector = actlens.actadd_vector(tiny_models["llama"], "Hi", "Yo", 2)
     path = to_gguf(vector, tmp_path / "love.gguf", reduce="position", position=1)

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import actlens
-from actlens import corpora, evaluate, kl, metrics
-from actlens.batched import Request
+from actlens.core import corpora, metrics
+from actlens.experiments import evaluate
+from actlens.analysis import kl
+from actlens.steering.batched import Request
 
 
 

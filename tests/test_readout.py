@@ -1,11 +1,12 @@
-"""The final residual and the unembedding kept apart (actlens.readout), and the blocked KL it serves."""
+"""The final residual and the unembedding kept apart (actlens.models.readout), and the blocked KL it serves."""
 
 import torch
 from torch import nn
 
-from actlens import kl, readout
-from actlens.model import forward, hooks_registered, state
-from actlens.tiny import tiny_model
+from actlens.analysis import kl
+from actlens.models import readout
+from actlens.models.model import forward, hooks_registered, state
+from actlens.models.tiny import tiny_model
 from actlens.vectors import actadd_vector
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]

@@ -7,11 +7,11 @@ import torch
 from transformers import GenerationConfig
 
 import actlens
-from actlens import prompts
-from actlens.batched import encode_rows, generate_rows
-from actlens.model import fast_tree
-from actlens.sampling import Sampling, processors
-from actlens.tiny import tiny_hf
+from actlens.core import prompts
+from actlens.steering.batched import encode_rows, generate_rows
+from actlens.models.model import fast_tree
+from actlens.core.sampling import Sampling, processors
+from actlens.models.tiny import tiny_hf
 
 TEXTS = ["I think that you are", "Hello there, my good friend", "Why"]
 NEW = 12

@@ -1,12 +1,12 @@
-"""Phase, span and BOS scoping of all-position steering (actlens.positions.Scope)."""
+"""Phase, span and BOS scoping of all-position steering (actlens.core.positions.Scope)."""
 
 import pytest
 import torch
 
 import actlens
-from actlens import chat, positions
-from actlens.positions import Placement, Scope, of_batch
-from actlens.sampling import Sampling
+from actlens.core import chat, positions
+from actlens.core.positions import Placement, Scope, of_batch
+from actlens.core.sampling import Sampling
 
 PROMPTS = ["I think that you are", "Hello there, my good friend", "Why"]
 SCOPES = [dict(phase="both"), dict(phase="prompt"), dict(phase="generation"), dict(include_bos=True),
@@ -126,8 +126,8 @@ def test_kl_per_token_takes_the_scope(tiny):
 
 
 def test_sweep_specs_carry_the_scope(tiny):
-    from actlens import batched
-    from actlens.sweeps import VectorSpec, mean_diff_spec
+    from actlens.steering import batched
+    from actlens.experiments.sweeps import VectorSpec, mean_diff_spec
 
     spec = mean_diff_spec([("I love it", "I hate it")], name="s", phase="generation")
     assert spec.scope_config() == dict(phase="generation", span=None, include_bos=False)
@@ -135,7 +135,7 @@ def test_sweep_specs_carry_the_scope(tiny):
     with pytest.raises(ValueError, match="nothing would be added"):
         VectorSpec("p", lambda m, layer: None, align="front", phase="generation")
     v = _vec(tiny)
-    rows = [actlens.prompts.encode(tiny, p) for p in PROMPTS]
+    rows = [actlens.core.prompts.encode(tiny, p) for p in PROMPTS]
     req = [batched.Request(v, 8.0, "all", phase="generation"), batched.Request(v, 8.0, "all", phase="prompt"), None]
     got = batched.generate_rows(tiny, rows, req, [0, 0, 0],
                                 Sampling(max_new_tokens=6, temperature=0, stop_at_eos=False))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 
-from actlens import tl_compat
-from actlens.model import forward, state
-from actlens.tiny import tiny_hf, tiny_model
+from actlens.models import tl_compat
+from actlens.models.model import forward, state
+from actlens.models.tiny import tiny_hf, tiny_model
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
@@ -111,7 +111,7 @@ def test_tensor_shapes_are_checked_while_the_tests_run():
     call, not somewhere inside it."""
     import jaxtyping
 
-    from actlens.kl import kl_divergence
+    from actlens.analysis.kl import kl_divergence
 
     with pytest.raises(jaxtyping.TypeCheckError, match="d_vocab"):
         kl_divergence(torch.zeros(2, 5), torch.zeros(2, 6))

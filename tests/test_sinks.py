@@ -1,11 +1,11 @@
-"""actlens.sinks: massive-activation positions, the rows a vector reads at them, sink-aware ActAdd."""
+"""actlens.analysis.sinks: massive-activation positions, the rows a vector reads at them, sink-aware ActAdd."""
 
 import pytest
 import torch
 
-from actlens import generation
-from actlens.norms import residual_scales
-from actlens.sinks import sink_aware_actadd, sinks, touched
+from actlens.steering import generation
+from actlens.analysis.norms import residual_scales
+from actlens.analysis.sinks import sink_aware_actadd, sinks, touched
 from actlens.vectors import actadd_vector
 
 TEXTS = ["I think so", "The end of the story"]

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import actlens
-from actlens import prompts
-from actlens.model import padding
-from actlens.model import hooks_registered, forward, hook_name
+from actlens.core import prompts
+from actlens.models.model import padding
+from actlens.models.model import hooks_registered, forward, hook_name
 
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import actlens
-from actlens import prompts
-from actlens.batched import Request, encode_rows, forward_rows, generate_rows, steer_rows
-from actlens.sampling import Sampling, key_seed
-from actlens.model import hooks_registered
-from actlens.sweeps import Grid, Sampling, compare_batched, mean_diff_spec, pair_spec, sweep
+from actlens.core import prompts
+from actlens.steering.batched import Request, encode_rows, forward_rows, generate_rows, steer_rows
+from actlens.core.sampling import Sampling, key_seed
+from actlens.models.model import hooks_registered
+from actlens.experiments.sweeps import Grid, Sampling, compare_batched, mean_diff_spec, pair_spec, sweep
 
 SHORT = Sampling(max_new_tokens=4)
 

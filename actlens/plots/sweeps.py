@@ -1,8 +1,8 @@
 """Figures for sweeps and evaluations: topic rate by layer, perplexity ratio by relevance,
 sentiment by coefficient, fact recall P@K, and the layer-ablation study.
 
-Each function takes summary frames (from :func:`actlens.metrics.summarise`,
-:func:`actlens.evaluate.p_at_k`, :mod:`actlens.ablation`) and returns a
+Each function takes summary frames (from :func:`actlens.core.metrics.summarise`,
+:func:`actlens.experiments.evaluate.p_at_k`, :mod:`actlens.analysis.ablation`) and returns a
 ``plotly.graph_objects.Figure``; none shows or writes anything. Error bars are bootstrap
 confidence intervals (``ci_low``/``ci_high``); controls are drawn dashed or dotted.
 """
@@ -51,7 +51,7 @@ def _baseline(fig: go.Figure, stats: pd.Series, label: str, x: list[float], *, c
 def fig_topic_by_layer(rate: pd.DataFrame, count: pd.DataFrame, *, title: str = "") -> go.Figure:
     """Share of completions with a wedding word (left) and mean count (right) against the injection layer.
 
-    ``rate`` and ``count`` are :meth:`actlens.sweeps.SweepResult.summary` frames (columns
+    ``rate`` and ``count`` are :meth:`actlens.experiments.sweeps.SweepResult.summary` frames (columns
     condition, vector, layer, coeff, n, mean, ci_low, ci_high). Unsteered is a dotted line.
 
     >>> s = pd.DataFrame(dict(condition=["unsteered", "steered", "steered"], vector=["", "w", "w"], layer=[None, 0, 1],
@@ -183,8 +183,8 @@ def fig_ablation(by_layer: pd.DataFrame, ablated: pd.DataFrame, *, title: str = 
     share of the KL effect that survives ablating a direction at each later layer (the topic-shift
     share is in the data, not drawn: its small denominators make it noisy).
 
-    ``by_layer`` is :func:`actlens.ablation.inject_each_layer`'s frame, ``ablated``
-    :func:`actlens.ablation.ablate_downstream`'s.
+    ``by_layer`` is :func:`actlens.analysis.ablation.inject_each_layer`'s frame, ``ablated``
+    :func:`actlens.analysis.ablation.ablate_downstream`'s.
 
     >>> a = pd.DataFrame(dict(layer=[0, 0], condition=["steered", "random"], kl=[.2, .1], topic_shift=[1., 0.]))
     >>> b = pd.DataFrame(dict(layer=[2], mode=["zero"], direction=["injected"], injected_at=[1], kl_retained=[.5],

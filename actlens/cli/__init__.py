@@ -1,0 +1,122 @@
+"""The ``actlens`` command: ``steer``, ``demo``, ``diagnose``, ``bench`` and ``figures``.
+
+This package is the top layer: it may import every other. :data:`OWN_FLAGS` is the explicit table of the commands
+that parse their own flags; ``steer`` and ``demo`` (:mod:`actlens.cli.demo`) are parsed here.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _output_path(flag: str, value: str | None, suffixes: tuple[str, ...]) -> None:
+    """Check where ``flag`` will write before any model is loaded: a writable folder, the right suffix."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{flag} {value!r} is a folder; pass a file name inside it")
+    if suffixes and path.suffix not in suffixes:
+        raise ValueError(f"{flag} {value!r} must end with {' or '.join(suffixes)}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {value!r}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+                                "or pass another path")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{flag} {value!r}: the folder {folder} is not writable; pass another path")
+
+
+def _steer_args(p: argparse.ArgumentParser, *, demo: bool) -> None:
+    from actlens.cli import demo as d
+
+    s = d.DEMO
+    p.add_argument("--plus", default=s.plus, help="positive prompt of the pair")
+    p.add_argument("--minus", default=s.minus, help="negative prompt of the pair")
+    p.add_argument("--layer", type=_int_at_least(0), default=None,
+                   help="inject at blocks.LAYER.hook_resid_pre (demo default: the model's measured setting)")
+    p.add_argument("--coeff", type=float, default=None, help="coefficient (demo default: the measured setting)")
+    p.add_argument("--prompt", action="append", default=None, help="user prompt (repeatable)")
+    p.add_argument("--kind", choices=("actadd", "mean_diff"), default=None,
+                   help="ActAdd pair difference, or mean difference over the built-in sentiment pairs")
+    p.add_argument("--align", choices=("front", "mid", "back", "all"), default=None,
+                   help="default: front for actadd, all for mean_diff")
+    p.add_argument("--model", default="smollm2-135m", help="an embedded model (smollm2-135m, gemma-3-270m), a "
+                   "GGUF file or a model folder")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--n", type=_int_at_least(1), default=1, help="completions per prompt (seeds seed..seed+n-1)")
+    p.add_argument("--max-new-tokens", type=_int_at_least(1), default=s.max_new_tokens)
+    p.add_argument("--save", default=None, help="write the vector here (.safetensors)")
+    p.add_argument("--phase", choices=("both", "prompt", "generation"), default="both",
+                   help="with --align all: steer prompt and generated tokens, the prompt only, or generated tokens only")
+    p.add_argument("--chat", action="store_true",
+                   help="prompts are user turns, wrapped in the model's chat template; print the assistant's replies")
+    if demo:
+        p.add_argument("--measure", action="store_true",
+                       help="measure VADER sentiment of the candidate settings (24 prompts x 3 seeds, random control); "
+                            "with --chat: the demo vector, raw-text and chat-formatted, per phase, in chat mode")
+        p.add_argument("--measure-out", default=None, help="with --measure: write every completion here (JSON)")
+
+
+def _bench():
+    from actlens.bench import main
+
+    return main
+
+
+def _figures():
+    from actlens.figures.build import main
+
+    return main
+
+
+def _diagnose():
+    from actlens.cli.diagnose import main
+
+    return main
+
+
+# Commands that parse their own flags -> their main(argv), imported only when the command runs (the figures and the
+# bench pull in plotly, pandas and every analysis; `actlens steer` needs none of that).
+OWN_FLAGS = {"bench": _bench, "figures": _figures, "diagnose": _diagnose}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="actlens", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _steer_args(sub.add_parser("steer", help="print paired unsteered/steered completions"), demo=False)
+    _steer_args(sub.add_parser("demo", help="the README example: Love - Hate on the embedded model"), demo=True)
+    sub.add_parser("bench", help="throughput benchmark (see `actlens bench --help`)", add_help=False)
+    sub.add_parser("figures", help="regenerate figures/ (see `actlens figures --help`)", add_help=False)
+    sub.add_parser("diagnose", help="norms, sinks, calibrated strength and steerability of a vector "
+                   "(see `actlens diagnose --help`)", add_help=False)
+    if argv and argv[0] in OWN_FLAGS:
+        return int(OWN_FLAGS[argv[0]]()(argv[1:]) or 0)
+    args = parser.parse_args(argv)
+    from actlens.cli import demo
+
+    try:  # anticipated errors (bad input, files, the cache) are one line and exit code 2; others keep a traceback
+        _output_path("--save", args.save, (".safetensors",))
+        _output_path("--measure-out", getattr(args, "measure_out", None), ())
+        return demo.run(args)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"actlens {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

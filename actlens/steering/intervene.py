@@ -1,0 +1,235 @@
+"""Scoped, pure steering hooks on ``blocks.{L}.hook_resid_pre``.
+
+``with steer(model, vector, coeff): ...`` adds ``coeff * vector`` inside the block and
+removes every hook on exit, also when the body raises. Hooks return a new tensor and
+never write into their input.
+
+Positions are absolute within the (left-padded) sequence. Each hook learns where the
+chunk it sees starts from the KV cache (0 without one): with a cache, generation calls it
+once with the prompt (prefill) and then with one new token at a time, so positional
+(``front``/``mid``/``back``) values land on the prompt once and generated tokens see them
+through attention, exactly as in the authors' code; without a cache every step recomputes
+the prompt and the values are re-added at the same positions, which is equivalent.
+``align="all"`` adds at every position after BOS, generated tokens included.
+"""
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformer_lens import TransformerBridge
+
+from actlens.core import validation as _validation
+from actlens.core.positions import NOWHERE, Placement, Positions, Scope, Tracker, injected, window_index
+from actlens.core.types import ALIGNS, Align, Phase
+from actlens.models.model import check_layer, hook_name, state
+from actlens.vectors import SteeringVector
+
+
+@dataclass(frozen=True)
+class Addition:
+    """One vector at one layer, coefficient applied, and where it goes."""
+
+    delta: Tensor  # [k, d_model], float32 on the vector's device; cast per call
+    placement: Placement
+
+    @property
+    def k(self) -> int:
+        return int(self.delta.shape[0])
+
+    def key(self) -> tuple:
+        """Equal for additions with equal values and placement, so one hook term serves both.
+
+        A ``meta`` tensor has no values to compare: it is only equal to itself.
+        """
+        delta = self.delta.detach()
+        content = id(delta) if delta.device.type == "meta" else delta.cpu().contiguous().numpy().tobytes()
+        return (self.placement, tuple(delta.shape), str(delta.dtype), content)
+
+
+def make_hook(additions: list[Addition], positions: Positions, rows: list[list[bool]] | None = None):
+    """The hook for one layer: adds every addition at its positions, returning a new tensor.
+
+    ``rows[i]``, when given, says which rows of the batch addition i applies to (per-row
+    steering, :func:`actlens.steering.batched.steer_rows`); then the batch must have that many rows.
+    A call costs a fixed number of tensor operations whatever the batch size: each row's
+    first position is computed once per batch layout (:mod:`actlens.core.positions`), a KV-cached
+    decode step past every window returns at once, and ``align="all"`` decode steps add the
+    vector by broadcasting.
+    """
+    cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
+    tracker = Tracker(positions)
+    # addition index -> (layout rows, first position per row,
+    #                    (lowest, highest) first position of the rows it applies to)
+    firsts: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
+    ends: dict[int, int] = {}  # addition index -> the last prompt's end (past it, a chunk is all generated tokens)
+    n_rows = None if rows is None else len(rows[0])
+
+    def hook(resid: Tensor, *, hook) -> Tensor:
+        batch, seq, _ = resid.shape
+        if n_rows is not None and n_rows != batch:
+            raise ValueError(f"steer_rows was given {n_rows} row requests but the batch has {batch} rows; "
+                             "pass one request (or None) per row")
+        layout = tracker.layout(batch, seq)
+        key = (resid.device, resid.dtype)
+        if key not in cast:
+            deltas = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
+            masks = ([None] * len(additions) if rows is None else
+                     [torch.tensor(r, device=resid.device, dtype=resid.dtype)[:, None, None] for r in rows])
+            cast[key] = (deltas, masks)
+        deltas, row_masks = cast[key]
+        past = layout.past
+        total: Tensor | None = None  # built only when some position is touched
+        for i, (add, delta, row_mask) in enumerate(zip(additions, deltas, row_masks, strict=True)):
+            where = add.placement
+            rows_key = (layout.starts, layout.lengths)
+            if firsts.get(i, (None,))[0] != rows_key:
+                first = where.first(layout, None if rows is None else rows[i])
+                used = [f for f in first if f != NOWHERE]
+                firsts[i] = (rows_key, first, (min(used, default=NOWHERE), max(used, default=NOWHERE)))
+                ends[i] = max(s + n for s, n in zip(layout.starts, layout.lengths, strict=True))
+            _, first, (lowest, highest) = firsts[i]
+            if where.align == "all":
+                if past + seq <= lowest:
+                    continue  # before every row's first steered position (e.g. the prompt, phase="generation")
+                if past >= ends[i]:  # generated tokens of every row only (a decode step)
+                    if where.scope.phase == "prompt":
+                        continue
+                    part = delta[0]
+                else:
+                    part = injected(where, layout, resid.device, first=first)[..., None].to(resid.dtype) * delta[0]
+            else:
+                if past >= highest + add.k or past + seq <= lowest:
+                    continue  # no window in this chunk (e.g. a KV-cached decode step)
+                index, inside = window_index(where, first, layout, resid.device)
+                part = delta[index] * inside[..., None].to(resid.dtype)
+            if row_mask is not None:
+                part = part * row_mask
+            total = part if total is None else total + part
+        return resid if total is None else resid + total  # a [d_model] total broadcasts
+
+    return hook
+
+
+Steering = SteeringVector | Sequence[tuple[SteeringVector, float]]
+
+
+def additions(
+    model: TransformerBridge,
+    vector: Steering,
+    coeff: float = 1.0,
+    *,
+    align: Align = "front",
+    position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
+) -> dict[int, list[Addition]]:
+    """Validate a steering request and group it by layer; raises before anything changes."""
+    _validation.choice("align", align, ALIGNS)
+    scope = Scope(phase, span, include_bos)
+    pairs = [(vector, coeff)] if isinstance(vector, SteeringVector) else list(vector)
+    if not pairs:
+        raise ValueError("no steering vectors given; pass a SteeringVector or a list of (vector, coeff) pairs")
+    grouped: dict[int, list[Addition]] = {}
+    for item in pairs:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], SteeringVector)):
+            raise TypeError(f"expected a SteeringVector or (SteeringVector, coeff) pairs, got {item!r}")
+        vec, c = item
+        c = _validation.finite("coeff", c)
+        vec.check_model(model)
+        check_layer(model, vec.layer)
+        if align == "all" and vec.k > 1:
+            if position is None:
+                raise ValueError(
+                    f"align='all' adds one vector at every position, but this vector has {vec.k} positions; "
+                    f"pass position=i to use row i (e.g. position=1, the first token after BOS)"
+                )
+            vec = vec.at_position(position)
+        values = vec.values.float() * c
+        where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
+        grouped.setdefault(vec.layer, []).append(Addition(values, where))
+    return grouped
+
+
+def addition(
+    model: TransformerBridge, vector: SteeringVector, coeff: float, align: Align, position: int | None,
+    scope: dict | None = None,
+) -> Addition:
+    """The single :class:`Addition` a one-vector request makes (validates align/position/coeff/scope).
+
+    ``scope``: ``phase`` / ``span`` / ``include_bos`` keyword arguments of :func:`actlens.steer`.
+    """
+    grouped = additions(model, vector, coeff, align=align, position=position, **(scope or {}))
+    return next(iter(grouped.values()))[0]
+
+
+def needed_length(
+    model: TransformerBridge, vector: Steering | None, coeff: float = 1.0, *, align: Align = "front",
+    position: int | None = None, **scope,
+) -> int:
+    """Prompt positions (BOS included) a steering request needs; validates the request too.
+
+    ``scope``: ``phase``, ``span``, ``include_bos`` as in :func:`steer`.
+    """
+    if vector is None:
+        return 1
+    grouped = additions(model, vector, coeff, align=align, position=position, **scope)
+    return max(a.placement.min_length for adds in grouped.values() for a in adds)
+
+
+@contextlib.contextmanager
+def steer(
+    model: TransformerBridge,
+    vector: Steering,
+    coeff: float = 1.0,
+    *,
+    align: Align = "front",
+    position: int | None = None,
+    phase: Phase = "both",
+    span: tuple[int, int | None] | None = None,
+    include_bos: bool = False,
+) -> Iterator[TransformerBridge]:
+    """Add ``coeff * vector`` to ``blocks.{vector.layer}.hook_resid_pre`` inside the block.
+
+    Args:
+        vector: a :class:`SteeringVector`, or a list of ``(vector, coeff)`` pairs to compose
+            (then ``coeff`` is ignored).
+        align: ``"front"``/``"mid"``/``"back"`` place the k per-position values at positions
+            ``[a, a+k)`` of each prompt (front: a = 0 for ActAdd vectors, whose row 0 is BOS);
+            ``"all"`` adds one vector at every position after BOS and at every generated token.
+        position: which row of a multi-position vector ``align="all"`` uses.
+        phase: for ``align="all"``: ``"both"`` (prompt and generated tokens), ``"prompt"``, or
+            ``"generation"`` (generated tokens only: the prompt, and so the first new token's
+            distribution, is unsteered). Positional alignments live in the prompt:
+            ``"generation"`` is an error for them.
+        span: for ``align="all"``: ``(start, stop)``, steer only prompt positions
+            ``[start, stop)`` of each row (BOS = 0; negative ``stop`` from the prompt's end,
+            ``None`` to it); e.g. :func:`actlens.core.chat.user_span` gives the user's turn.
+        include_bos: for ``align="all"``: add at BOS too, as llama.cpp control vectors do.
+
+    Generated tokens are known as such inside :func:`actlens.generate` (cached or not) and
+    in KV-cached decoding; an uncached loop of your own recomputes the whole sequence, which
+    the hooks see as one longer prompt.
+
+    Padded batches: run them through :func:`actlens.forward` / :func:`actlens.generate`,
+    which tell the hooks where each row starts. A plain ``model(tokens)`` inside the block is
+    treated as unpadded.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> from actlens.vectors import actadd_vector
+    >>> model = tiny_model()
+    >>> v = actadd_vector(model, "Love", "Hate", layer=1)
+    >>> with steer(model, v, 4.0):
+    ...     logits = model(torch.tensor([[0, 40, 41, 42, 43, 44]]))
+    >>> logits.shape[-1] == model.cfg.d_vocab
+    True
+    """
+    grouped = additions(model, vector, coeff, align=align, position=position, phase=phase, span=span,
+                        include_bos=include_bos)
+    st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
+    hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
+    with model.hooks(fwd_hooks=hooks):
+        yield model

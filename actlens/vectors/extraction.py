@@ -1,0 +1,175 @@
+"""Steering vectors: ActAdd's per-position pair difference and CAA-style mean differences.
+
+Extraction at many layers takes one forward (:func:`actadd_vectors`, :func:`mean_diff_vectors`);
+the one-layer functions use it. The vectors are :class:`SteeringVector` objects (immutable,
+with their provenance; save / load, :func:`random_like`), defined in
+:mod:`actlens.vectors.steering_vector` and re-exported here with :func:`from_values` and
+:func:`check_vector`.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from transformer_lens import TransformerBridge
+
+from actlens.core import prompts
+from actlens.core import validation as _validation
+from actlens.core.types import ReadPosition
+from actlens.models.activations import resid_pre
+from actlens.models.model import check_layer, n_layers
+from actlens.vectors.steering_vector import FORMAT, SteeringVector, check_vector, from_values, random_like
+
+
+def _layers(model: TransformerBridge, layers: Sequence[int]) -> list[int]:
+    return _validation.layers(list(layers), n_layers(model))
+
+
+def actadd_vector(
+    model: TransformerBridge, plus: str, minus: str, layer: int, *, pad: str = "space"
+) -> SteeringVector:
+    """ActAdd (Turner et al. 2023, Algorithm 1): ``resid_pre(plus) - resid_pre(minus)`` per position.
+
+    Both prompts get BOS; the shorter is right-padded at token level with the model's space
+    token (``pad="space"``; see :func:`actlens.core.prompts.space_pad` for the fallback) or with
+    EOS (``pad="eos"``, which the authors found works worse).
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> v = actadd_vector(tiny_model(), "Love", "Hate", layer=2)
+    >>> v.k, bool(v.values[0].abs().max() == 0)   # BOS row cancels
+    (5, True)
+    """
+    layer = check_layer(model, layer)
+    return actadd_vectors(model, plus, minus, [layer], pad=pad)[layer]
+
+
+def actadd_vectors(
+    model: TransformerBridge, plus: str, minus: str, layers: Sequence[int], *, pad: str = "space"
+) -> dict[int, SteeringVector]:
+    """:func:`actadd_vector` at each of ``layers``, from one forward of the pair.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> vs = actadd_vectors(model, "Love", "Hate", [1, 3])
+    >>> vs[3] == actadd_vector(model, "Love", "Hate", 3)
+    True
+    """
+    _validation.choice("pad", pad, ("space", "eos"))
+    layers = _layers(model, layers)
+    plus_s, minus_s = (_validation.texts(n, [t], allow_empty_string=True)[0] for n, t in (("plus", plus), ("minus", minus)))
+    plus_ids, minus_ids = prompts.encode(model, plus_s), prompts.encode(model, minus_s)
+    fill = prompts.space_pad(model) if pad == "space" else prompts.SpacePad(int(model.tokenizer.eos_token_id), "eos_token")
+    n = max(len(plus_ids), len(minus_ids))
+    plus_ids += [fill.token_id] * (n - len(plus_ids))
+    minus_ids += [fill.token_id] * (n - len(minus_ids))
+    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), layers)
+    return {layer: from_values(model, layer, acts[layer][0] - acts[layer][1], "actadd", bos_row=True, plus=(plus_s,),
+                         minus=(minus_s,), plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
+                         pad_token_id=fill.token_id, pad_source=fill.source)
+            for layer in layers}
+
+
+def _read(model, texts: list[str], layers: list[int], read_position: ReadPosition | int, batch_size: int
+          ) -> tuple[dict[int, Tensor], list[list[int]]]:
+    """One activation per text at ``read_position`` for each layer: {layer: [n, d_model]}, and the token ids."""
+    rows = [prompts.encode(model, t) for t in texts]
+    out: dict[int, list[Tensor]] = {layer: [] for layer in layers}
+    for i in range(0, len(rows), batch_size):
+        batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
+        acts = resid_pre(model, batch.tokens, layers, batch.attention_mask)
+        for row, start in enumerate(batch.starts):
+            first = start + 1 if len(rows[i + row]) > 1 else start  # skip BOS (an empty text is read at it)
+            n_real = batch.tokens.shape[1] - first
+            if not isinstance(read_position, str) and not -n_real <= read_position < n_real:
+                raise ValueError(
+                    f"read_position {read_position} is outside text {texts[i + row]!r}, which has "
+                    f"{n_real} tokens after BOS"
+                )
+            for layer in layers:
+                real = acts[layer][row, first:]
+                if read_position == "last":
+                    out[layer].append(real[-1])
+                elif read_position == "mean":
+                    out[layer].append(real.mean(0))
+                else:
+                    out[layer].append(real[read_position])
+    return {layer: torch.stack(found).float() for layer, found in out.items()}, rows
+
+
+def mean_diff_vector(
+    model: TransformerBridge,
+    pairs: Sequence[tuple[str, str]],
+    layer: int,
+    *,
+    read_position: ReadPosition | int = "last",
+    centre: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> SteeringVector:
+    """Mean difference over contrast pairs (CAA-style): ``mean(resid(pos)) - mean(resid(neg))``.
+
+    Each text is read at ``read_position`` (the last real token, the mean over tokens after
+    BOS, or an index counted after BOS). With ``centre`` (a list of reference texts), the
+    vector is instead mean-centred (Jorgensen et al. 2023): ``mean(resid(pos)) -
+    mean(resid(centre))``, and the negatives may be empty strings. The result has one row;
+    apply it with ``align="all"``.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> v = mean_diff_vector(tiny_model(), [("I love it", "I hate it"), ("Great", "Awful")], layer=1)
+    >>> v.k
+    1
+    """
+    layer = check_layer(model, layer)
+    return mean_diff_vectors(model, pairs, [layer], read_position=read_position, centre=centre,
+                             batch_size=batch_size)[layer]
+
+
+def mean_diff_vectors(
+    model: TransformerBridge,
+    pairs: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    *,
+    read_position: ReadPosition | int = "last",
+    centre: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> dict[int, SteeringVector]:
+    """:func:`mean_diff_vector` at each of ``layers``, from one pass over the texts.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> vs = mean_diff_vectors(model, [("I love it", "I hate it")], [0, 2])
+    >>> torch.allclose(vs[2].values, mean_diff_vector(model, [("I love it", "I hate it")], 2).values)
+    True
+    """
+    layers = _layers(model, layers)
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs is empty; pass a list of (positive, negative) strings")
+    batch_size = _validation.positive_int("batch_size", batch_size)
+    pos = _validation.texts("positives", [p for p, _ in pairs])
+    if isinstance(read_position, str):
+        _validation.choice("read_position", read_position, ("last", "mean"))
+    pos_acts, pos_ids = _read(model, pos, layers, read_position, batch_size)
+    if centre is not None:
+        neg = _validation.texts("centre", centre)
+        kind = "mean_centred"
+    else:
+        # An empty negative (e.g. " weddings" vs "") is read at its BOS, as ActAdd pads it.
+        neg = _validation.texts("negatives", [n for _, n in pairs], allow_empty_string=True)
+        kind = "mean_diff"
+    neg_acts, neg_ids = _read(model, neg, layers, read_position, batch_size)
+    return {layer: from_values(model, layer, (pos_acts[layer].mean(0) - neg_acts[layer].mean(0))[None], kind,
+                         bos_row=False, plus=tuple(pos), minus=tuple(neg), plus_tokens=tuple(map(tuple, pos_ids)),
+                         minus_tokens=tuple(map(tuple, neg_ids)), read_position=str(read_position))
+            for layer in layers}
+
+__all__ = [
+    "FORMAT",
+    "SteeringVector",
+    "actadd_vector",
+    "actadd_vectors",
+    "check_vector",
+    "from_values",
+    "mean_diff_vector",
+    "mean_diff_vectors",
+    "random_like",
+]
