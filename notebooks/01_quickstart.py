@@ -108,7 +108,7 @@ print({name: round(sum(s) / len(s), 3) for name, s in scores.items()}, "mean VAD
 # `actlens demo --measure --chat` measures both phases (README, *Chat mode*).
 
 # %%
-from actlens.cli.demo import CHAT_SENTIMENT, CHAT_TURNS
+from actlens.core.corpora import CHAT_SENTIMENT, CHAT_TURNS
 
 turns = CHAT_TURNS[:1] if SMOKE else CHAT_TURNS[:3]
 chat_vector = actlens.chat_mean_diff_vector(model, CHAT_SENTIMENT, layer=DEMO.layer)

@@ -56,12 +56,12 @@ import torch
 
 import actlens
 from actlens.analysis.cosine import cosine_across_layers
-from actlens.cli.demo import EVAL_PROMPTS, SENTIMENT_PAIRS
 from actlens.analysis.kl import kl_per_token
 from actlens.analysis.logit_lens import logit_lens
 from actlens.analysis.norms import coeff_from_units, default_reference_texts, norm_profile, units_from_coeff
-from actlens.plots.analysis import fig_cosine, fig_kl, fig_logit_lens, fig_norm_profile, fig_propagation, fig_transfer
 from actlens.analysis.propagation import propagation, transfer_matrix
+from actlens.core.corpora import EVAL_PROMPTS, SENTIMENT_PAIRS
+from actlens.plots.analysis import fig_cosine, fig_kl, fig_logit_lens, fig_norm_profile, fig_propagation, fig_transfer
 
 model = actlens.load_model(MODEL)
 TEXTS = EVAL_PROMPTS[:N_TEXTS]
@@ -155,9 +155,9 @@ fig_transfer(transfer)
 # %%
 from actlens.analysis.calibrate import calibrate
 from actlens.analysis.klcurve import kl_curve
-from actlens.plots.diagnostics import fig_kl_curves, fig_sinks
 from actlens.analysis.sinks import sink_aware_actadd, sinks, touched
 from actlens.analysis.steerability import steerability
+from actlens.plots.diagnostics import fig_kl_curves, fig_sinks
 
 print("rows read at a sink:", touched(model, vector))
 aware = sink_aware_actadd(model, *PAIR, layer=LAYER)

@@ -52,8 +52,8 @@ ABLATE_LAYERS = [7, 12] if SMOKE else None  # None: every later layer
 # %%
 import actlens
 from actlens.analysis import ablation
-from actlens.experiments import sweeps
 from actlens.core.corpora import KL_TEXTS, WEDDING_PAIRS
+from actlens.experiments import sweeps
 from actlens.plots.sweeps import fig_ablation, fig_topic_by_layer
 
 model = actlens.load_model(MODEL)

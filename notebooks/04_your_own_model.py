@@ -60,9 +60,9 @@ import tempfile
 from pathlib import Path
 
 import actlens
-from actlens.cli.demo import EVAL_PROMPTS
 from actlens.analysis.kl import kl_per_token
 from actlens.analysis.norms import default_reference_texts, norm_profile
+from actlens.core.corpora import EVAL_PROMPTS
 from actlens.plots.analysis import fig_kl, fig_norm_profile
 
 # %% [markdown]

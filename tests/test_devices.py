@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import actlens
-from actlens.core import positions
 from actlens.analysis.ablation import remove_direction
-from actlens.steering.batched import Request, steer_rows
-from actlens.models.model import hook_name, padding
+from actlens.core import positions
 from actlens.core.sampling import FrequencyPenalty, KeyedSample, Sampling, processors
+from actlens.models.model import hook_name, padding
+from actlens.steering.batched import Request, steer_rows
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 
 META = torch.device("meta")

@@ -8,7 +8,6 @@ from actlens.models.model import hooks_registered
 from actlens.models.tiny import tiny_model
 
 
-
 def test_save_load_round_trip_is_exact(tiny, tmp_path):
     v = actlens.actadd_vector(tiny, "Love", "Hate", 2)
     path = v.save(tmp_path / "love.safetensors")

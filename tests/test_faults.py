@@ -357,8 +357,8 @@ BAD_PROVENANCE = {
 
 @pytest.mark.parametrize("case", list(BAD_PROVENANCE))
 def test_bad_gguf_provenance_is_a_value_error_naming_file_and_field(tmp_path, case):
-    from actlens.vectors.gguf import from_gguf
     from actlens.models.tiny import tiny_model
+    from actlens.vectors.gguf import from_gguf
 
     text, words = BAD_PROVENANCE[case]
     path = _control_vector(tmp_path / "cv.gguf", text)
@@ -368,8 +368,8 @@ def test_bad_gguf_provenance_is_a_value_error_naming_file_and_field(tmp_path, ca
 
 
 def test_gguf_with_valid_or_without_provenance_imports(tmp_path):
-    from actlens.vectors.gguf import from_gguf
     from actlens.models.tiny import tiny_model
+    from actlens.vectors.gguf import from_gguf
 
     model = tiny_model()
     assert list(from_gguf(_control_vector(tmp_path / "a.gguf", _provenance()), model)) == [2]
@@ -384,8 +384,8 @@ def test_gguf_with_valid_or_without_provenance_imports(tmp_path):
     ({1: torch.ones(32)}, r"shape \(32,\)"),
 ], ids=["bad-key", "int-tensor", "list", "two-rows", "short"])
 def test_bad_pt_import_is_a_value_error_naming_the_file(tmp_path, obj, words):
-    from actlens.vectors.pt import from_pt
     from actlens.models.tiny import tiny_model
+    from actlens.vectors.pt import from_pt
 
     path = tmp_path / "v.pt"
     torch.save(obj, path)
@@ -616,9 +616,8 @@ def test_cli_checks_output_paths_before_loading(no_model, capsys, tmp_path, flag
 
 
 def test_cli_anticipated_errors_are_one_line_unexpected_keep_their_traceback(monkeypatch, capsys):
+    from actlens.cli import demo, main
     from actlens.models import cache
-    from actlens.cli import demo
-    from actlens.cli import main
 
     def cache_fails(args):
         raise cache.CacheError("cannot write the actlens cache /x (Read-only file system);\nset ACTLENS_CACHE")
@@ -634,8 +633,7 @@ def test_cli_anticipated_errors_are_one_line_unexpected_keep_their_traceback(mon
 
 def test_a_stopped_measurement_keeps_the_conditions_it_finished(tiny_models, monkeypatch, tmp_path):
     """``demo --measure --measure-out`` writes after every condition (a Gemma run takes long on CPU)."""
-    from actlens.cli import demo
-    from actlens.cli import main
+    from actlens.cli import demo, main
 
     recipe = demo.Recipe(kind="actadd", layer=1, coeff=2.0, align="front")
     monkeypatch.setattr(demo, "load_model", lambda *a, **k: tiny_models["llama"])

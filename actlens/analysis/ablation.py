@@ -34,10 +34,10 @@ from actlens.core import validation as _validation
 from actlens.core.metrics import WEDDING_WORDS
 from actlens.core.positions import Positions, Tracker, real
 from actlens.core.types import Align
-from actlens.vectors.specs import VectorSpec
 from actlens.models.model import check_layer, hook_name, n_layers, state
 from actlens.steering.batched import Request, forward_rows, min_length, scored_positions
 from actlens.vectors import SteeringVector, random_like
+from actlens.vectors.specs import VectorSpec
 
 AblationMode = Literal["zero", "mean"]
 Direction = Literal["injected", "measured"]

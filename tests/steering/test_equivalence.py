@@ -17,9 +17,9 @@ from transformers import GenerationConfig
 
 import actlens
 from actlens.core import prompts
-from actlens.steering.intervene import steer
 from actlens.models.model import _decoder_layers
 from actlens.models.tiny import tiny_hf
+from actlens.steering.intervene import steer
 
 ATOL = 1e-5
 TEXTS = ["Hello there, my good friend", "I think that", "Why is the sky so blue today?"]

@@ -9,9 +9,9 @@ from actlens.analysis.cosine import cosine_across_layers
 from actlens.analysis.kl import kl_per_token
 from actlens.analysis.logit_lens import logit_lens
 from actlens.analysis.norms import norm_profile
+from actlens.analysis.propagation import propagation, transfer_matrix
 from actlens.plots import DIVERGING, SEQUENTIAL
 from actlens.plots import analysis as plots
-from actlens.analysis.propagation import propagation, transfer_matrix
 from actlens.vectors import actadd_vector
 
 TEXTS = ["I think that you are", "The weather is nice"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from actlens.steering import generation
 from actlens.analysis.norms import residual_scales
 from actlens.analysis.sinks import sink_aware_actadd, sinks, touched
+from actlens.steering import generation
 from actlens.vectors import actadd_vector
 
 TEXTS = ["I think so", "The end of the story"]

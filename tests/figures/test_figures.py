@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from actlens import figures
-from actlens.figures import static_png
 from actlens.cli import main as cli
+from actlens.figures import static_png
 from actlens.figures.registry import JOBS
 
 

@@ -6,8 +6,8 @@ import torch
 import actlens
 from actlens.core import chat, prompts
 from actlens.models.activations import resid_pre
-from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
 from actlens.models.model import forward
+from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
 
 TURNS = ["Tell me about your day.", "What is a cat?", "Hi"]
 CONTRASTS = [("How was the film?", "It was wonderful.", "It was dreadful."),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import actlens
-from actlens.models import cache, embedded
 from actlens.core import prompts
+from actlens.models import cache, embedded
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import actlens
+from actlens.analysis import kl
 from actlens.core import corpora, metrics
 from actlens.experiments import evaluate
-from actlens.analysis import kl
 from actlens.steering.batched import Request
-
 
 
 # --- pure text metrics ------------------------------------------------------------------------

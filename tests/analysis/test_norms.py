@@ -5,10 +5,10 @@ import torch
 
 import actlens
 from actlens.analysis import norms
-from actlens.models.activations import resid_pre
 from actlens.core.prompts import encode
-from actlens.vectors import actadd_vector, actadd_vectors
+from actlens.models.activations import resid_pre
 from actlens.models.model import hooks_registered
+from actlens.vectors import actadd_vector, actadd_vectors
 
 REFERENCE = ["The cat sat on the mat.", "Water boils at one hundred degrees.", "We met at the station at noon."]
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import actlens
-from actlens.core import prompts
 from actlens.analysis.ablation import remove_direction
-from actlens.steering.batched import Request, steer_rows
+from actlens.core import prompts
 from actlens.models.model import forward, hook_name, hooks_registered
+from actlens.steering.batched import Request, steer_rows
 
 TEXT = "I think that you are"
 

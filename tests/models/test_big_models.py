@@ -8,9 +8,9 @@ which is what ``copy.deepcopy`` in :func:`actlens.models.model.wrap_hf` has to s
 import pytest
 import torch
 
-from actlens.steering.intervene import steer
 from actlens.models.model import forward, load_model, state
 from actlens.models.tiny import tiny_hf
+from actlens.steering.intervene import steer
 from actlens.vectors import actadd_vector
 
 TOKENS = torch.tensor([[0, 40, 41, 42, 43, 44, 45]])

@@ -19,9 +19,10 @@ def test_hook_name_follows_the_layer(tiny, tmp_path):
     assert dataclasses.replace(v, layer=3).hook_name == actlens.hook_name(3)
     assert v.at_layer(2, notes="moved").hook_name == actlens.hook_name(2)
     # a file whose recorded hook disagrees with its layer was edited: refuse it
-    from safetensors.torch import load_file, save_file
-    from safetensors import safe_open
     import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     path = v.save(tmp_path / "v.safetensors")
     with safe_open(path, framework="pt") as f:

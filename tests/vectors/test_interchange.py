@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from actlens.vectors import gguf as interchange, pt as pt_vectors
+from actlens.models.model import forward
+from actlens.steering.intervene import steer
+from actlens.vectors import actadd_vector, mean_diff_vector
+from actlens.vectors import gguf as interchange
+from actlens.vectors import pt as pt_vectors
 from actlens.vectors.gguf import LossyExportWarning, from_gguf, to_gguf
 from actlens.vectors.pt import from_pt
-from actlens.steering.intervene import steer
-from actlens.models.model import forward
-from actlens.vectors import actadd_vector, mean_diff_vector
 
 PAIRS = [("I love it", "I hate it"), ("Great", "Awful")]
 TOKENS = torch.tensor([[0, 40, 41, 42, 43, 44, 45, 46]])
@@ -186,6 +187,7 @@ def test_pt_matches_steering_vectors_library(tiny_models, tmp_path):
     """steering-vectors adds layer_activations[i] to the output of decoder block i; after import,
     actlens (align="all") must give the same logits as the library's own apply()."""
     import steering_vectors as sv_lib  # installed by the test command (--no-deps: it pins transformers<5)
+
     from actlens.models.tiny import tiny_hf
 
     model = tiny_models["llama"]
@@ -204,6 +206,7 @@ def test_pt_matches_steering_vectors_library(tiny_models, tmp_path):
 def test_include_bos_is_llama_cpp_s_window(tiny_models, tmp_path):
     """llama.cpp (and steering-vectors' default apply) add at every position, BOS included: include_bos=True."""
     import steering_vectors as sv_lib
+
     from actlens.models.tiny import tiny_hf
 
     model = tiny_models["llama"]

@@ -5,9 +5,7 @@ import torch
 
 import actlens
 from actlens.core import prompts
-from actlens.models.model import padding
-from actlens.models.model import hooks_registered, forward, hook_name
-
+from actlens.models.model import forward, hook_name, hooks_registered, padding
 
 
 def _batch(model, texts):

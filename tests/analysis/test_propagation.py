@@ -5,8 +5,8 @@ import torch
 
 from actlens.analysis import kl
 from actlens.analysis.propagation import propagation, transfer_matrix
-from actlens.vectors import actadd_vector, mean_diff_vector
 from actlens.models.model import hooks_registered
+from actlens.vectors import actadd_vector, mean_diff_vector
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-import torch
 
 from actlens.experiments.distributed import INSTALL, RayWorkers
 from actlens.experiments.sweeps import Grid, Sampling, pair_spec, sweep

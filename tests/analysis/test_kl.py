@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from actlens.steering import chunked
 from actlens.analysis import kl
 from actlens.core import positions
-from actlens.models.tiny import tiny_model
-from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 from actlens.models.model import hooks_registered
+from actlens.models.tiny import tiny_model
+from actlens.steering import chunked
+from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 
 TEXTS = ["I think that you are", "The weather is nice", "Hello there, my old friend"]
 

@@ -7,10 +7,10 @@ import torch
 
 import actlens
 from actlens.core import prompts
-from actlens.steering.batched import Request, encode_rows, forward_rows, generate_rows, steer_rows
 from actlens.core.sampling import Sampling, key_seed
-from actlens.models.model import hooks_registered
 from actlens.experiments.sweeps import Grid, Sampling, compare_batched, mean_diff_spec, pair_spec, sweep
+from actlens.models.model import hooks_registered
+from actlens.steering.batched import Request, encode_rows, forward_rows, generate_rows, steer_rows
 
 SHORT = Sampling(max_new_tokens=4)
 

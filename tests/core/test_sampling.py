@@ -8,10 +8,10 @@ from transformers import GenerationConfig
 
 import actlens
 from actlens.core import prompts
-from actlens.steering.batched import encode_rows, generate_rows
-from actlens.models.model import fast_tree
 from actlens.core.sampling import Sampling, processors
+from actlens.models.model import fast_tree
 from actlens.models.tiny import tiny_hf
+from actlens.steering.batched import encode_rows, generate_rows
 
 TEXTS = ["I think that you are", "Hello there, my good friend", "Why"]
 NEW = 12

@@ -126,8 +126,8 @@ def test_kl_per_token_takes_the_scope(tiny):
 
 
 def test_sweep_specs_carry_the_scope(tiny):
-    from actlens.steering import batched
     from actlens.experiments.sweeps import VectorSpec, mean_diff_spec
+    from actlens.steering import batched
 
     spec = mean_diff_spec([("I love it", "I hate it")], name="s", phase="generation")
     assert spec.scope_config() == dict(phase="generation", span=None, include_bos=False)

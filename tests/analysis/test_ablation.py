@@ -5,8 +5,8 @@ import torch
 
 import actlens
 from actlens.analysis import ablation
-from actlens.models.model import hooks_registered, hook_name
 from actlens.experiments.sweeps import pair_spec
+from actlens.models.model import hook_name, hooks_registered
 
 TEXTS = ["The weather today is nice and warm.", "I think that we should go home now."]
 
