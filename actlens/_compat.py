@@ -71,20 +71,13 @@ class _Alias(importlib.abc.Loader):
         self.new = new
 
     def create_module(self, spec: importlib.machinery.ModuleSpec):
-        # stacklevel: warn at the caller's import statement, past importlib's frames
+        # stacklevel 2: the import statement that asked (warnings skips importlib's own bootstrap frames)
         warnings.warn(f"{spec.name} moved to {self.new}; import it from there ({spec.name} will be removed in "
-                      "actlens 0.3)", DeprecationWarning, stacklevel=_caller_level())
+                      "actlens 0.3)", DeprecationWarning, stacklevel=2)
         return importlib.import_module(self.new)
 
     def exec_module(self, module) -> None:  # already executed under its new name
         pass
-
-
-def _caller_level() -> int:
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename.startswith("<frozen") or frame.f_code.co_filename == __file__):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 class _Finder(importlib.abc.MetaPathFinder):
