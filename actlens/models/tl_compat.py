@@ -8,7 +8,7 @@ instance attribute: TransformerLens's class is never patched, and importing actl
 nothing), only on the TransformerLens series it was verified on, and only when a self-test
 of the installed version shows the bug and shows the fix working. Otherwise nothing is
 patched, with one warning when the bug is there but the fix is not applied.
-Guarded end to end by tests/test_generation.py::test_bridge_generate_cached_equals_uncached.
+Guarded end to end by tests/steering/test_generation.py::test_bridge_generate_cached_equals_uncached.
 """
 
 import functools
