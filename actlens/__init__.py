@@ -5,6 +5,8 @@ core (prompts, positions, metrics) -> models -> vectors -> steering (hooks, gene
 experiments (sweeps) -> plots -> figures -> cli and bench. This face re-exports the public API.
 """
 
+import sys
+
 from actlens import _compat
 from actlens.analysis.calibrate import calibrate
 from actlens.analysis.cosine import cosine_across_layers
@@ -27,7 +29,7 @@ from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, ran
 from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
 from actlens.vectors.specs import mean_diff_spec, pair_spec
 
-_compat.install()  # old module paths (actlens.kl, actlens.sweeps, ...) keep importing, with a DeprecationWarning
+_compat.install(sys.modules[__name__])  # old module paths (actlens.kl, actlens.sweeps, ...) keep importing, with a DeprecationWarning
 
 __version__ = "0.1.0"
 

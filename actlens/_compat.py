@@ -9,6 +9,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+import types
 import warnings
 
 MOVED: dict[str, str] = {
@@ -88,10 +89,26 @@ class _Finder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _Alias(new))
 
 
-def install() -> None:
-    """Put the old-path finder on ``sys.meta_path`` (once)."""
+class _Face(types.ModuleType):
+    """The package face, which keeps its API names when an old path of the same name is imported.
+
+    Importing a module binds it on its parent package: ``import actlens.sinks`` (the old path) would replace the
+    function ``actlens.sinks`` with the module. Before the move that bind happened once, while the face itself was
+    importing, and the face's own ``from ... import sinks`` then won; an old path imported later must not undo it.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if (isinstance(value, types.ModuleType) and f"{self.__name__}.{name}" in MOVED
+                and not isinstance(self.__dict__.get(name, value), types.ModuleType)):
+            return
+        super().__setattr__(name, value)
+
+
+def install(face: types.ModuleType) -> None:
+    """Put the old-path finder on ``sys.meta_path`` (once) and guard the API names of ``face``."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
+    face.__class__ = _Face
 
 
 __all__ = ["MOVED", "install"]

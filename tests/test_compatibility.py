@@ -27,6 +27,15 @@ def test_old_path_is_the_new_module_with_one_warning(old):
     assert len(moved) == 1 and MOVED[old] in str(moved[0].message)
 
 
+def test_an_old_path_does_not_replace_the_api_function_of_the_same_name():
+    for name in ("sinks", "steerability", "calibrate", "propagation", "logit_lens"):
+        sys.modules.pop(f"actlens.{name}", None)
+        with pytest.warns(DeprecationWarning):
+            importlib.import_module(f"actlens.{name}")
+        assert callable(getattr(actlens, name)) and not isinstance(getattr(actlens, name), type(sys)), name
+    assert actlens.sinks is importlib.import_module("actlens.analysis.sinks").sinks
+
+
 def test_old_from_imports_work_in_a_fresh_process_and_warn_at_the_caller():
     code = ("import warnings; warnings.simplefilter('always')\n"
             "with warnings.catch_warnings(record=True) as w:\n"
