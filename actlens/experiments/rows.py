@@ -26,7 +26,7 @@ def key(record: Mapping) -> tuple:
 
 
 @dataclass
-class _Vectors:
+class RowVectors:
     """Vectors built on first use, per (spec, layer); random controls per the same key."""
 
     model: TransformerBridge
@@ -77,7 +77,7 @@ def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampl
 
     ``vector_cache`` (a dict kept between calls) holds the vectors built so far.
     """
-    vectors = _Vectors(model, grid, {} if vector_cache is None else vector_cache)
+    vectors = RowVectors(model, grid, {} if vector_cache is None else vector_cache)
     requests = [vectors.request(s) for s, _, _ in rows]
     texts = [f"{spec_of(grid, s).prefix}{p}" if s.condition == "prompting" else p for s, p, _ in rows]
     encoded = encode_rows(model, texts, requests, max_new_tokens=sampling.max_new_tokens)
@@ -98,4 +98,4 @@ def record(s: Setting, prompt: str, seed: int) -> dict:
     return dict(condition=s.condition, vector=s.vector, layer=s.layer, coeff=s.coeff, prompt=prompt, seed=seed)
 
 
-__all__ = ["Row", "grid_rows", "key", "run_rows", "sweep_config"]
+__all__ = ["Row", "RowVectors", "grid_rows", "key", "run_rows", "sweep_config"]

@@ -34,7 +34,7 @@ from actlens.core import validation as _validation
 from actlens.core.sampling import Sampling
 from actlens.experiments.distributed import RayWorkers
 from actlens.experiments.grid import CONTROLS, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
-from actlens.experiments.rows import Row, _Vectors, grid_rows, run_rows, sweep_config
+from actlens.experiments.rows import Row, RowVectors, grid_rows, run_rows, sweep_config
 from actlens.experiments.rows import key as _key
 from actlens.experiments.rows import record as _record
 from actlens.experiments.store import Store
@@ -85,7 +85,7 @@ class _Local:
 
     def run(self, grid: Grid, todo: list[Row], *, sampling: Sampling, metrics: Mapping, batch_size: int):
         cache: dict = {}
-        vectors = _Vectors(self.model, grid, cache)
+        vectors = RowVectors(self.model, grid, cache)
         for s in {s for s, _, _ in todo}:  # build vectors (and surface bad specs or prompts) before any decoding
             vectors.request(s)
         for chunk in _chunks(todo, batch_size, self.mode, grid):
