@@ -96,7 +96,7 @@ OWN_FLAGS = {"bench": _bench, "figures": _figures, "diagnose": _diagnose}
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="actlens", description=__doc__)
+    parser = argparse.ArgumentParser(prog="actlens", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _steer_args(sub.add_parser("steer", help="print paired unsteered/steered completions"), demo=False)
     _steer_args(sub.add_parser("demo", help="the README example: Love - Hate on the embedded model"), demo=True)
