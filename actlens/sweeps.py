@@ -180,6 +180,7 @@ def sweep(
     limit: int | None = None,
     backend: Backend | None = None,
     workers: int | None = None,
+    exact: bool = False,
 ) -> SweepResult:
     """Sample and score one completion per (setting, prompt, seed) of ``grid``.
 
@@ -203,6 +204,11 @@ def sweep(
             of rows computed by Ray actors, each holding one copy of the model (:mod:`actlens.distributed`);
             same rows, same numbers, and this process is the only writer of ``out``.
         workers: with ``backend="ray"``, how many actors (default: one per GPU, else one per CPU, at most 8).
+        exact: run every row alone (a batch of one, no padding), so that its completion depends only on its
+            prompt, setting and seed on any device: on a GPU a row's logits otherwise change in the last bits
+            with the batch it shares (kernels are chosen by shape), which can flip a sampled token. On the
+            CPU batched rows are already bit-identical to this; it costs the batching speed-up (README,
+            "Exactness").
 
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model()
@@ -214,12 +220,17 @@ def sweep(
     True
     """
     _validation.choice("mode", mode, get_args(Batching))
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be True or False, got {exact!r}")
+    if exact and mode != "batched":
+        raise ValueError(f"exact=True runs every row alone; mode={mode!r} is the one-setting-at-a-time speed "
+                         "baseline, which batches a setting's prompts. Use mode='batched' (the default) with it")
     from actlens.distributed import RayWorkers  # imports Ray only when it starts workers
 
     if backend is None:
         backend = "ray" if isinstance(model, RayWorkers) else "local"
     _validation.choice("backend", backend, get_args(Backend))
-    batch_size = _validation.positive_int("batch_size", batch_size)
+    batch_size = 1 if exact else _validation.positive_int("batch_size", batch_size)
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be an actlens.Grid, got {type(grid).__name__}")
     if not isinstance(sampling, Sampling):

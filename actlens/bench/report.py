@@ -233,10 +233,14 @@ def markdown(result: dict) -> str:
          f"{_mib(result.get('process_peak_rss_bytes'))}."),
     ]
     same = [f"{r['label']} @ {r['case']}: {'yes' if r['same_tokens_as_baseline'] else 'NO'}"
+            + ("" if r["same_tokens_as_baseline"] else f" ({r.get('token_agreement', 0):.1%} of tokens equal"
+               + (f"; {r['divergence']['near_ties']} of {r['divergence']['rows_differing']} differing rows first "
+                  f"differ at a near-tie of raw HF's logits" if "divergence" in r else "") + ")")
             for r in result["rows"] if "same_tokens_as_baseline" in r]
     if same:
         lines += ["", "Greedy tokens identical to raw HF generate: " + "; ".join(same) + "."]
     agree = [f"{r['label']} @ {r['case']}: {'yes' if r['same_completions_as_baseline'] else 'NO'}"
+             + ("" if r["same_completions_as_baseline"] else f" ({r.get('completion_agreement', 0):.1%} equal)")
              for r in result["rows"] if "same_completions_as_baseline" in r]
     if agree:
         lines += ["", "Sweep completions identical to one setting at a time: " + "; ".join(agree) + "."]
@@ -246,7 +250,17 @@ def markdown(result: dict) -> str:
     close = [f"{r['case']}: {r['max_relative_difference']:.1e}" for r in result["rows"] if "max_relative_difference" in r]
     if close:
         lines += ["", "kl_curve against separate kl_per_token calls, largest relative difference of the 8 mean KLs "
-                  "(float rounding; the check fails above 1e-4): " + "; ".join(close) + "."]
+                  "(float rounding; checked below): " + "; ".join(close) + "."]
+    logits = [f"{r['label']} @ {r['case']}: {r['max_logit_difference']:.1e}" for r in result["rows"]
+              if "max_logit_difference" in r]
+    if logits:
+        lines += ["", "Logits against raw HF's, largest |difference| / largest |logit|: " + "; ".join(logits) + "."]
+    if result.get("checks"):
+        lines += ["", "| agreement check | case | value | limit | result |", "|---|---|---|---|---|"]
+        for c in result["checks"]:
+            verdict = "reported" if c["limit"] is None else "PASS" if c["passed"] else "FAIL"
+            lines.append(f"| {c['row']}: {c['what']} | {c['case']} | {c['value']:.3g} | "
+                         f"{'-' if c['limit'] is None else c['limit']} | {verdict} |")
     lines += [
         "",
         "| target | case | paired median [IQR] [min-max] vs limit | result |",
