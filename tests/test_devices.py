@@ -123,6 +123,8 @@ def test_cuda_sweeps_chat_and_vector_files(arch, tmp_path):
     assert len(batched.records) == len(exact.records)
     agree = sum(a["completion"] == b["completion"] for a, b in zip(batched.records, exact.records, strict=True))
     assert agree >= len(exact.records) // 2, (agree, len(exact.records))  # float32: near-ties only
-    reply = actlens.generate(gpu, ["Hello"], vector=v, coeff=3.0, chat=True, max_new_tokens=4, temperature=0,
-                             stop_at_eos=False)
-    assert len(reply.tokens[0]) == 4
+    hf_cpu, tok_cpu = tiny_hf(arch)
+    cpu = actlens.load_model(hf_cpu, tokenizer=tok_cpu)
+    chat = dict(chat=True, max_new_tokens=6, temperature=0, stop_at_eos=False, align="all", position=1, coeff=3.0)
+    reply = actlens.generate(gpu, ["Hello", "How are you?"], vector=v, **chat)
+    assert reply.tokens == actlens.generate(cpu, ["Hello", "How are you?"], vector=v.with_values(v.values.cpu()), **chat).tokens
