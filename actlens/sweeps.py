@@ -125,7 +125,8 @@ def grid_rows(grid: Grid) -> list[Row]:
 
 
 def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampling: Sampling,
-             metrics: Mapping[str, Callable[[str], float]], vector_cache: dict | None = None) -> list[dict]:
+             metrics: Mapping[str, Callable[[str], float]], vector_cache: dict | None = None,
+             compile: bool | str = False) -> list[dict]:
     """Sample and score ``rows`` of ``grid`` in one generate call: one record per row.
 
     ``vector_cache`` (a dict kept between calls) holds the vectors built so far.
@@ -134,7 +135,7 @@ def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampl
     requests = [vectors.request(s) for s, _, _ in rows]
     texts = [f"{_spec(grid, s).prefix}{p}" if s.condition == "prompting" else p for s, p, _ in rows]
     encoded = encode_rows(model, texts, requests, max_new_tokens=sampling.max_new_tokens)
-    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows], sampling)
+    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows], sampling, compile)
     records = []
     for (s, p, seed), tokens in zip(rows, new, strict=True):
         text = model.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -149,6 +150,7 @@ class _Local:
 
     model: TransformerBridge
     mode: str
+    compile: bool | str = False
 
     def config(self, grid: Grid, sampling: Sampling, names: Sequence[str]) -> dict:
         return sweep_config(self.model, grid, sampling, names)
@@ -159,7 +161,8 @@ class _Local:
         for s in {s for s, _, _ in todo}:  # build vectors (and surface bad specs or prompts) before any decoding
             vectors.request(s)
         for chunk in _chunks(todo, batch_size, self.mode, grid):
-            yield chunk, run_rows(self.model, grid, chunk, sampling=sampling, metrics=metrics, vector_cache=cache)
+            yield chunk, run_rows(self.model, grid, chunk, sampling=sampling, metrics=metrics, vector_cache=cache,
+                                  compile=self.compile)
 
 
 # What sweep() runs on: a loaded model or, with backend="ray", what each worker loads or a started pool (named
@@ -181,6 +184,7 @@ def sweep(
     backend: Backend | None = None,
     workers: int | None = None,
     exact: bool = False,
+    compile: bool | str = False,
 ) -> SweepResult:
     """Sample and score one completion per (setting, prompt, seed) of ``grid``.
 
@@ -209,6 +213,8 @@ def sweep(
             with the batch it shares (kernels are chosen by shape), which can flip a sampled token. On the
             CPU batched rows are already bit-identical to this; it costs the batching speed-up (README,
             "Exactness").
+        compile: decode with a static KV cache and ``torch.compile`` (as :func:`actlens.generate`'s
+            ``compile=``; local backend only). Same completions as eager decoding up to float rounding.
 
     >>> from actlens.tiny import tiny_model
     >>> model = tiny_model()
@@ -239,6 +245,8 @@ def sweep(
     if backend == "ray":
         if mode != "batched":
             raise ValueError(f"backend='ray' runs batched shards; mode={mode!r} is the local speed baseline only")
+        if compile:
+            raise ValueError("compile= applies to the local backend; Ray workers decode eagerly")
         runner = RayWorkers.of(model, workers)  # the caller's pool, or a new one closed at the end
         scope = contextlib.nullcontext() if runner is model else contextlib.closing(runner)
     else:
@@ -247,7 +255,10 @@ def sweep(
         if not isinstance(model, TransformerBridge):
             raise TypeError(f"backend='local' needs a loaded model (actlens.load_model(...)), got "
                             f"{type(model).__name__}; pass backend='ray' to load it in Ray workers")
-        runner, scope = _Local(model, mode), contextlib.nullcontext()
+        from actlens.generation import compiled
+
+        compiled(model, compile)  # a bad compile= raises before anything runs
+        runner, scope = _Local(model, mode, compile), contextlib.nullcontext()
     with scope:
         return _run(runner, backend, grid, sampling, fns, out, batch_size, progress, limit)
 
