@@ -247,7 +247,7 @@ def _check(thunks: dict, device: torch.device, dtype: str = "float32", work: Wor
         base = outputs.get((case, baseline_of(r.group)))
         if base is None or r.baseline:
             continue
-        if case.group == "generate" and r.name in ("actlens", "tl-bridge"):
+        if case.group == "generate" and r.name in ("actlens", "tl-bridge", "compiled"):
             same = bool(torch.equal(out, base))
             agree = float((out == base).float().mean())
             meta[(case, r)] = {"same_tokens_as_baseline": same, "token_agreement": round(agree, 4)}
