@@ -131,7 +131,7 @@ def test_cuda_sweeps_chat_and_vector_files(arch, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("arch", ["llama"])  # each new steering set-up compiles: one architecture keeps .ci/gpu short
 def test_cuda_compiled_decoding_steers_like_eager(arch):
     """generate(compile=True) on CUDA (inductor, CUDA graphs, static KV cache), float32: the same greedy tokens as
     eager decoding, unsteered, front-aligned and align='all' (every generated token steered, so a hook dropped by
@@ -143,8 +143,7 @@ def test_cuda_compiled_decoding_steers_like_eager(arch):
     v, w = actadd_vector(gpu, "Love", "Hate", 1), actadd_vector(gpu, "Up", "Down", 2)
     texts = ["I think that you are", "Hello there"]
     greedy = dict(max_new_tokens=8, temperature=0, stop_at_eos=False)
-    for vector, coeff, align in ((None, 1.0, "front"), (v, 4.0, "all"), (v, 4.0, "front"), (w, -6.0, "all"),
-                                 (v, 8.0, "all")):
+    for vector, coeff, align in ((None, 1.0, "front"), (v, 4.0, "all"), (w, -6.0, "all"), (v, 8.0, "all")):
         steering = {} if vector is None else dict(vector=vector, coeff=coeff, align=align, position=1)
         eager = actlens.generate(gpu, texts, **greedy, **steering).tokens
         assert actlens.generate(gpu, texts, **greedy, **steering, compile=True).tokens == eager, (coeff, align)
