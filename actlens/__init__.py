@@ -29,7 +29,7 @@ from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, ran
 from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
 from actlens.vectors.specs import mean_diff_spec, pair_spec
 
-_compat.install(sys.modules[__name__])  # old module paths (actlens.kl, actlens.sweeps, ...) keep importing, with a DeprecationWarning
+_compat.install(sys.modules[__name__])  # old module paths (actlens.analysis.kl, actlens.experiments.sweeps, ...) keep importing, with a DeprecationWarning
 
 __version__ = "0.1.0"
 

@@ -93,3 +93,57 @@ def test_cuda_paths_match_the_cpu(arch):
                         prompts=["I think"], seeds=[0], controls=("unsteered", "random"))
     result = actlens.sweep(gpu, grid, sampling=Sampling(max_new_tokens=4), progress=False)
     assert [r["condition"] for r in result.records] == ["unsteered", "steered", "random"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_cuda_sweeps_chat_and_vector_files(arch, tmp_path):
+    """Batched sweeps (exactly, and against one setting at a time), chat generation, and a CUDA vector's
+    save/load, on a Llama- and a Gemma-3-architecture tiny model."""
+    from actlens.models.tiny import tiny_hf
+    from actlens.vectors.steering_vector import SteeringVector
+
+    hf, tok = tiny_hf(arch)
+    gpu = actlens.load_model(hf, tokenizer=tok, device="cuda")
+    v = actadd_vector(gpu, "Love", "Hate", 1)
+    path = v.save(tmp_path / "v.safetensors")
+    back = SteeringVector.load(path)
+    assert torch.equal(back.values, v.values.cpu()) and back.layer == v.layer
+    with actlens.steer(gpu, back, 3.0):  # a CPU-loaded vector steers the CUDA model
+        moved = actlens.steered_logits(gpu, ["I think that you are"])[0]
+    direct = actlens.steered_logits(gpu, ["I think that you are"], v, 3.0)[0]
+    torch.testing.assert_close(moved, direct, atol=1e-5, rtol=0)
+    grid = actlens.Grid(vectors=[actlens.pair_spec("Love", "Hate")], layers=[1, 2], coeffs=[2.0, -1.0],
+                        prompts=["I think", "The weather today is"], seeds=[0], controls=("unsteered", "random"))
+    short = Sampling(max_new_tokens=4)
+    batched = actlens.sweep(gpu, grid, sampling=short, progress=False)
+    exact = actlens.sweep(gpu, grid, sampling=short, exact=True, progress=False)
+    again = actlens.sweep(gpu, grid, sampling=short, exact=True, progress=False)
+    assert exact.records == again.records  # same device, dtype and batch: bit-identical on a re-run
+    assert len(batched.records) == len(exact.records)
+    agree = sum(a["completion"] == b["completion"] for a, b in zip(batched.records, exact.records, strict=True))
+    assert agree >= len(exact.records) // 2, (agree, len(exact.records))  # float32: near-ties only
+    hf_cpu, tok_cpu = tiny_hf(arch)
+    cpu = actlens.load_model(hf_cpu, tokenizer=tok_cpu)
+    chat = dict(chat=True, max_new_tokens=6, temperature=0, stop_at_eos=False, align="all", position=1, coeff=3.0)
+    reply = actlens.generate(gpu, ["Hello", "How are you?"], vector=v, **chat)
+    assert reply.tokens == actlens.generate(cpu, ["Hello", "How are you?"], vector=v.with_values(v.values.cpu()), **chat).tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["llama"])  # each new steering set-up compiles: one architecture keeps .ci/gpu short
+def test_cuda_compiled_decoding_steers_like_eager(arch):
+    """generate(compile=True) on CUDA (inductor, CUDA graphs, static KV cache), float32: the same greedy tokens as
+    eager decoding, unsteered, front-aligned and align='all' (every generated token steered, so a hook dropped by
+    the compiled decode steps fails), switching vectors, layers and coefficients on the same compiled model."""
+    from actlens.models.tiny import tiny_hf
+
+    hf, tok = tiny_hf(arch)
+    gpu = actlens.load_model(hf, tokenizer=tok, device="cuda")
+    v, w = actadd_vector(gpu, "Love", "Hate", 1), actadd_vector(gpu, "Up", "Down", 2)
+    texts = ["I think that you are", "Hello there"]
+    greedy = dict(max_new_tokens=8, temperature=0, stop_at_eos=False)
+    for vector, coeff, align in ((None, 1.0, "front"), (v, 4.0, "all"), (w, -6.0, "all"), (v, 8.0, "all")):
+        steering = {} if vector is None else dict(vector=vector, coeff=coeff, align=align, position=1)
+        eager = actlens.generate(gpu, texts, **greedy, **steering).tokens
+        assert actlens.generate(gpu, texts, **greedy, **steering, compile=True).tokens == eager, (coeff, align)

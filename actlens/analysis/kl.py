@@ -69,18 +69,14 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 def _kl_entropy(lp: Tensor, lq: Tensor | None) -> tuple[Tensor, Tensor]:
     """``KL(P ‖ Q)`` (zeros when ``lq`` is None) and ``H(P)`` from log-probabilities, sharing one ``exp``.
 
-    A token impossible under P (``lp = -inf``) makes ``0 * -inf = NaN``; only then are the
-    affected rows recomputed with the convention ``0 log 0 = 0``.
+    A token impossible under P (``lp = -inf``) would make ``0 * -inf = NaN``; the convention
+    ``0 log 0 = 0`` is applied elementwise (``-inf`` clamped to the lowest finite value for the
+    entropy, terms with ``p = 0`` zeroed for the KL), with no data-dependent branch, so nothing
+    waits on the device. Finite inputs give the same bits as the plain sums; NaN inputs stay NaN.
     """
     prob = lp.exp()
-    ent = -_dot(prob, lp)
-    kl = _dot(prob, lp - lq) if lq is not None else torch.zeros_like(ent)
-    bad = ~(torch.isfinite(kl) & torch.isfinite(ent))
-    if bool(bad.any()):
-        p, a = prob[bad], lp[bad]
-        ent[bad] = -torch.where(p > 0, p * a, torch.zeros_like(p)).sum(-1)
-        if lq is not None:
-            kl[bad] = torch.where(p > 0, p * (a - lq[bad]), torch.zeros_like(p)).sum(-1)
+    ent = -_dot(prob, lp.clamp_min(torch.finfo(lp.dtype).min))
+    kl = _dot(prob, (lp - lq).masked_fill_(prob == 0, 0.0)) if lq is not None else torch.zeros_like(ent)
     return kl.clamp_min(0.0), ent
 
 
@@ -276,43 +272,53 @@ def run_masked(
     masked_injection = align != "all"
     counted = real & ~injected if masked_injection else real
     shape = tuple(batch.tokens.shape)
-    base_entropy = torch.zeros(shape)
-    outputs = [dict(kl=torch.zeros(shape), entropy=torch.zeros(shape), flip=torch.zeros(shape, dtype=torch.bool))
-               for _ in vectors]
+    # Statistics stay on the device of the final residual and are copied to the CPU once at the end: nothing in
+    # the loop waits on the device (no .item(), no boolean indexing, no per-block copies).
+    def zeros(device, dtype=torch.float32):
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+    base_entropy, outputs = None, []
+    width = shape[1]
     with torch.inference_mode():
         for chunk in chunked.chunks(batch, batch_size):
-            keep = chunk.attention_mask.bool()
             base, head = chunked.hidden(model, chunk)  # once per chunk, shared by every vector
-            real = keep.to(base.device)
-            base = base[real]
+            local, target = chunked.real_index(chunk, width, base.device)
+            if base_entropy is None:
+                base_entropy = zeros(base.device)
+                outputs = [dict(kl=zeros(base.device), entropy=zeros(base.device),
+                                flip=zeros(base.device, torch.bool)) for _ in vectors]
+            base = base.flatten(0, 1).index_select(0, local)
             group = max(1, HIDDEN_BUDGET // max(base.numel() * base.element_size(), 1))
             for g in range(0, len(vectors), group):
-                runs = [chunked.hidden(model, chunk, vec, coeff, align, position, scope)[0][real]
-                        for vec in vectors[g:g + group]]
+                runs = [chunked.hidden(model, chunk, vec, coeff, align, position, scope)[0].flatten(0, 1)
+                        .index_select(0, local) for vec in vectors[g:g + group]]
                 ent, stats = _block_stats(head, base, runs)
                 if g == 0:
-                    base_entropy[chunk.rows, chunk.col:][keep] = ent
+                    base_entropy.view(-1).index_copy_(0, target, ent)
                 for out, (kl, entropy_, flip) in zip(outputs[g:g + group], stats, strict=True):
-                    out["kl"][chunk.rows, chunk.col:][keep] = kl
-                    out["entropy"][chunk.rows, chunk.col:][keep] = entropy_
-                    out["flip"][chunk.rows, chunk.col:][keep] = flip
+                    for name, values in (("kl", kl), ("entropy", entropy_), ("flip", flip)):
+                        out[name].view(-1).index_copy_(0, target, values)
+    base_entropy = base_entropy.cpu()
+    outputs = [{name: t.cpu() for name, t in out.items()} for out in outputs]
     return texts, batch, injected, counted, masked_injection, base_entropy, outputs
 
 
 def _block_stats(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]]):
-    """Unsteered entropy, and per run ``(KL, entropy, top-1 flip)``, for n positions, on the CPU."""
-    n = base.shape[0]
-    base_entropy = torch.empty(n)
-    stats = [(torch.empty(n), torch.empty(n), torch.empty(n, dtype=torch.bool)) for _ in runs]
+    """Unsteered entropy, and per run ``(KL, entropy, top-1 flip)``, for n positions, on ``base``'s device."""
+    n, device = base.shape[0], base.device
+    base_entropy = torch.empty(n, device=device)
+    stats = [(torch.empty(n, device=device), torch.empty(n, device=device), torch.empty(n, dtype=torch.bool,
+                                                                                      device=device))
+             for _ in runs]
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
         lb = _log_probs(head(base[a:b]))
-        base_entropy[a:b] = _entropy(lb).cpu()
+        base_entropy[a:b] = _entropy(lb)
         top = lb.argmax(-1)
         for run, (kl, ent, flip) in zip(runs, stats, strict=True):
             lq = _log_probs(head(run[a:b]))
             k, e = _kl_entropy(lq, lb)
-            kl[a:b], ent[a:b], flip[a:b] = k.cpu(), e.cpu(), (lq.argmax(-1) != top).cpu()
+            kl[a:b], ent[a:b], flip[a:b] = k, e, lq.argmax(-1) != top
     return base_entropy, stats
 
 

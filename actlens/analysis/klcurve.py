@@ -185,16 +185,18 @@ def kl_curve(
     counted = real & ~injected if align != "all" else real
     layer = vector.layer
     fast = resumable(model, layer)
-    kl = torch.zeros(len(coeffs), *batch.tokens.shape)
+    kl = None  # [coeff, text, pos] on the final residual's device; copied to the CPU once, after the loop
+    width = batch.tokens.shape[1]
     with torch.inference_mode():
         for chunk in chunked.chunks(batch, batch_size):
-            keep = chunk.attention_mask.bool()
             got: list[Tensor] = []
             capture = [(hook_name(layer), lambda r, hook: got.append(r))] if fast else []
             with model.hooks(fwd_hooks=capture):
                 base, head = chunked.hidden(model, chunk)
-            real_dev = keep.to(base.device)
-            base = base[real_dev]
+            local, target = chunked.real_index(chunk, width, base.device)
+            if kl is None:
+                kl = torch.zeros(len(coeffs), *batch.tokens.shape, device=base.device)
+            base = base.flatten(0, 1).index_select(0, local)
             rows = len(chunk.starts)
             per_coeff = rows * chunk.tokens.shape[1] * int(model.cfg.d_model) * 4
             group = max(1, min(len(coeffs), RESID_BUDGET // max(per_coeff, 1))) if fast else 1
@@ -202,20 +204,20 @@ def kl_curve(
                 part = list(range(g, min(g + group, len(coeffs))))
                 if fast:
                     steered = _steered_from(model, layer, got[-1], chunk, [adds[j] for j in part])
-                    runs = [steered[k * rows:(k + 1) * rows][real_dev] for k in range(len(part))]
+                    runs = [steered[k * rows:(k + 1) * rows].flatten(0, 1).index_select(0, local)
+                            for k in range(len(part))]
                 else:
-                    runs = [chunked.hidden(model, chunk, vector, coeffs[j], align, position)[0][real_dev] for j in part]
-                for j, run in zip(part, runs, strict=True):
-                    if not bool(torch.isfinite(run).all()):  # the KL's 0·log 0 convention would hide NaN as 0
-                        raise ValueError(f"the model produced non-finite activations at coefficient {coeffs[j]:g}; the "
-                                         "steered forward overflowed or gave NaN (try smaller coefficients, or float32 "
-                                         "weights)")
+                    runs = [chunked.hidden(model, chunk, vector, coeffs[j], align, position)[0].flatten(0, 1)
+                            .index_select(0, local) for j in part]
+                # A non-finite steered residual gives NaN log-probabilities, and NaN stays NaN through the KL
+                # (kl.py's 0·log 0 convention masks p = 0 only), so the check after the loop catches it.
                 for j, values in zip(part, _block_kl(head, base, runs), strict=True):
-                    kl[j, chunk.rows, chunk.col:][keep] = values
+                    kl[j].view(-1).index_copy_(0, target, values)
+    kl = kl.cpu()
     if not bool(torch.isfinite(kl).all()):
         bad = [c for j, c in enumerate(coeffs) if not bool(torch.isfinite(kl[j]).all())]
-        raise ValueError(f"the model produced non-finite KL at coefficients {bad}; the steered forward overflowed or "
-                         "gave NaN (try smaller coefficients, or float32 weights)")
+        raise ValueError(f"the model produced non-finite activations or KL at coefficients {bad}; the steered "
+                         "forward overflowed or gave NaN (try smaller coefficients, or float32 weights)")
     n_text = counted.sum(1).clamp_min(1)
     per_text = (kl * counted).sum(-1) / n_text
     mean = torch.tensor([masked_mean(kl[j], counted) for j in range(len(coeffs))])
@@ -240,12 +242,12 @@ def _block_kl(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n 
     """Per-position KL(run ‖ base) for each run, :data:`actlens.analysis.kl.BLOCK` positions at a time, as kl_per_token
     computes it; a block's unsteered log-probabilities are computed once for all runs."""
     n = base.shape[0]
-    out = [torch.empty(n) for _ in runs]
+    out = [torch.empty(n, device=base.device) for _ in runs]  # stays on the device: no copy per block
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
         lb = log_probs(head(base[a:b]))
         for run, values in zip(runs, out, strict=True):
-            values[a:b] = kl_from_log_probs(log_probs(head(run[a:b])), lb).cpu()
+            values[a:b] = kl_from_log_probs(log_probs(head(run[a:b])), lb)
     return out
 
 

@@ -129,24 +129,32 @@ def propagation(
     if align == "all" and vector.k > 1 and position is not None:
         direction = vector.values.float()[position]
     shape = (len(texts), len(layers), batch.tokens.shape[1])
-    diff_norm, resid_norm = torch.zeros(shape), torch.zeros(shape)
-    cosine = torch.full(shape, float("nan"))
     unit = direction / torch.linalg.vector_norm(direction) if bool(direction.any()) else None
+    out = None  # (diff_norm, resid_norm, cosine) on the residuals' device; copied to the CPU once, after the loop
     with torch.inference_mode():
         for chunk in chunked.chunks(batch, batch_size):
             base = chunked.resid_all(model, chunk, layers)
             steered = chunked.resid_all(model, chunk, layers, vector, coeff, align, position)
-            keep = chunk.attention_mask.bool()
+            if out is None:
+                device = base[layers[0]].device
+                out = (torch.zeros(shape, device=device), torch.zeros(shape, device=device),
+                       torch.full(shape, float("nan"), device=device))
+                unit_d = None if unit is None else unit.to(device, non_blocking=True)
+            diff_norm, resid_norm, cosine = out
+            keep = chunk.attention_mask.bool().to(device, non_blocking=True)
             for layer in layers:
-                b, s = base[layer].float().cpu(), steered[layer].float().cpu()
+                # layers may sit on several devices (device_map): gather them where the results live
+                b = base[layer].float().to(device, non_blocking=True)
+                s = steered[layer].float().to(device, non_blocking=True)
                 diff = s - b
                 norm = torch.linalg.vector_norm(diff, dim=-1)
                 diff_norm[chunk.rows, layer, chunk.col:] = torch.where(keep, norm, 0.0)
                 resid_norm[chunk.rows, layer, chunk.col:] = torch.where(
                     keep, torch.linalg.vector_norm(b, dim=-1), 0.0)
-                if unit is not None:
-                    cos = (diff @ unit) / norm
+                if unit_d is not None:
+                    cos = (diff @ unit_d) / norm
                     cosine[chunk.rows, layer, chunk.col:] = torch.where(keep & (norm > 0), cos, float("nan"))
+    diff_norm, resid_norm, cosine = (t.cpu() for t in out)
     relative = torch.where(resid_norm > 0, diff_norm / resid_norm, torch.zeros_like(diff_norm))
     token_strings = tuple(
         tuple(prompts.token_strings(model, batch.tokens[i, s:s + n].tolist()))

@@ -135,7 +135,8 @@ def _raw_generate(w: Workload, case: Case) -> Callable[[], Tensor]:
     return lambda: raw.generate(input_ids=tokens, attention_mask=mask, generation_config=config)[:, tokens.shape[1]:]
 
 
-def _actlens_decode(w: Workload, case: Case, steering: Callable | None = None) -> Callable[[], Tensor]:
+def _actlens_decode(w: Workload, case: Case, steering: Callable | None = None, compile: bool = False
+                    ) -> Callable[[], Tensor]:
     """actlens's generation path on token ids (``actlens.generate`` minus tokenising the text)."""
     from actlens.core.sampling import Sampling
     from actlens.steering.generation import decode
@@ -147,16 +148,26 @@ def _actlens_decode(w: Workload, case: Case, steering: Callable | None = None) -
                         stop_at_eos=False)
 
     def run():
-        return decode(model, batch, settings, use_cache=True)
+        return decode(model, batch, settings, use_cache=True, compile=compile)
 
     if steering is None:
-        return run
+        thunk = run
+    else:
+        def thunk():
+            with steering():
+                return run()
 
-    def steered():
-        with steering():
-            return run()
+    if compile:  # compile now, timed apart: the first call of a shape (and of a steering set-up) compiles
+        import time
 
-    return steered
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                thunk()
+        except Exception as err:  # a backend that cannot compile this model here: skip the row, say why
+            raise Unavailable(f"compiled decoding failed here ({type(err).__name__}: {str(err)[:300]})") from err
+        thunk.startup_s = time.perf_counter() - started
+    return thunk
 
 
 @row("generate", "hf", "raw HF generate (baseline)", baseline=True)
@@ -184,6 +195,27 @@ def _gen_all(w: Workload, case: Case):
     from actlens.steering.intervene import steer
 
     return _actlens_decode(w, case, lambda: steer(w.setup.model, w.vector, w.coeff, align="all", position=1))
+
+
+@row("generate", "compiled", "actlens generate(compile=True), unsteered (static KV cache; compile time apart)",
+     optional=True, opt_in=True)
+def _gen_compiled(w: Workload, case: Case):
+    return _actlens_decode(w, case, compile=True)
+
+
+@row("generate", "compiled+actadd", "actlens generate(compile=True), ActAdd (front)", optional=True, opt_in=True)
+def _gen_compiled_actadd(w: Workload, case: Case):
+    from actlens.steering.intervene import steer
+
+    return _actlens_decode(w, case, lambda: steer(w.setup.model, w.vector, w.coeff), compile=True)
+
+
+@row("generate", "compiled+all", "actlens generate(compile=True), align='all'", optional=True, opt_in=True)
+def _gen_compiled_all(w: Workload, case: Case):
+    from actlens.steering.intervene import steer
+
+    return _actlens_decode(w, case, lambda: steer(w.setup.model, w.vector, w.coeff, align="all", position=1),
+                           compile=True)
 
 
 @row("generate", "steering-vectors", "steering-vectors library on raw HF (every position)", optional=True)

@@ -84,7 +84,8 @@ class Layout:
         return torch.arange(self.past, self.past + self.seq, device=device)
 
     def per_row(self, values: Sequence[int], device: torch.device | str = "cpu") -> Int[Tensor, "batch 1"]:
-        return torch.tensor(list(values), device=device)[:, None]
+        # built on the CPU and copied without waiting (torch.tensor(..., device=cuda) waits for the stream)
+        return torch.tensor(list(values)).to(device, non_blocking=True)[:, None]
 
 
 def of_batch(starts: Sequence[int], lengths: Sequence[int], seq: int) -> Layout:

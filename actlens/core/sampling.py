@@ -160,12 +160,53 @@ def processors(settings: Sampling, starts: Tensor, seeds: Sequence[int] | None =
     return procs
 
 
+CompileSetting = bool | str
+"""``compile=`` of :func:`actlens.generate` and :func:`actlens.sweep`: False (eager decoding), True (a static KV
+cache and ``torch.compile`` with inductor; CUDA graphs on a GPU), or the name of a ``torch.compile`` backend."""
+
+
+def compile_config(compile: CompileSetting, device: torch.device):
+    """The ``transformers.CompileConfig`` for ``compile=`` on ``device``, or None for eager decoding.
+
+    Inductor on the CPU needs a C++ compiler: without one this warns and returns None (eager decoding),
+    never a silent slowdown or a failure in the middle of generation.
+    """
+    if compile is False:
+        return None
+    if not (compile is True or isinstance(compile, str) and compile):
+        raise TypeError(f"compile must be True, False or a torch.compile backend name such as 'inductor', "
+                        f"got {compile!r}")
+    import warnings
+
+    from transformers import CompileConfig
+
+    backend = "inductor" if compile is True else compile
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ValueError(f"compile={compile!r}: torch.compile has no backend {backend!r}; use True (inductor) or "
+                         f"one of {torch._dynamo.list_backends()}")
+    if backend == "inductor" and device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception as err:  # no compiler installed, or one torch cannot use
+            warnings.warn(f"compile=True on the CPU needs a C++ compiler for torch.compile's inductor backend "
+                          f"({type(err).__name__}: {err}); decoding eagerly instead. Install g++ (or set CXX), "
+                          "or pass compile=False", RuntimeWarning, stacklevel=3)
+            return None
+    config = CompileConfig(backend=backend, fullgraph=False, dynamic=None,
+                           mode="reduce-overhead" if device.type == "cuda" and backend == "inductor" else None)
+    config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    return config
+
+
 def generation_config(settings: Sampling, *, sample: bool, eos: int | None, pad_token_id: int,
-                      use_cache: bool = True) -> GenerationConfig:
+                      use_cache: bool = True, compile=None) -> GenerationConfig:
     """The one ``GenerationConfig`` actlens generates with: every field that decides tokens is set.
 
     ``sample`` draws with Hugging Face's multinomial after :func:`processors`; otherwise the
-    arg-max of what the processors leave is taken. No built-in processor or warper runs, and
+    arg-max of what the processors leave is taken. ``compile``, a :func:`compile_config`, switches to a
+    static KV cache with the decode step compiled. No built-in processor or warper runs, and
     ``eos=None`` means no EOS at all (an empty list: ``None`` would fall back to the model's).
     """
     return GenerationConfig(
@@ -176,6 +217,8 @@ def generation_config(settings: Sampling, *, sample: bool, eos: int | None, pad_
         renormalize_logits=False, remove_invalid_values=False, early_stopping=False, output_scores=False,
         return_dict_in_generate=False, eos_token_id=[] if eos is None else eos, pad_token_id=pad_token_id,
         use_cache=use_cache,
+        # compiled decoding: transformers compiles the decode step when the KV cache is static
+        **({} if compile is None else dict(cache_implementation="static", compile_config=compile)),
     )
 
 
@@ -228,5 +271,5 @@ def until_eos(row: list[int], eos: int | None) -> list[int]:
     return row[:row.index(eos)] if eos is not None and eos in row else row
 
 
-__all__ = ["SAMPLER", "FrequencyPenalty", "KeyedSample", "Sampling", "TopP", "decode_loop", "generation_config",
+__all__ = ["SAMPLER", "CompileSetting", "compile_config", "FrequencyPenalty", "KeyedSample", "Sampling", "TopP", "decode_loop", "generation_config",
            "hf_generate", "key_seed", "processors", "until_eos"]

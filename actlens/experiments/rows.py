@@ -72,7 +72,8 @@ def grid_rows(grid: Grid) -> list[Row]:
 
 
 def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampling: Sampling,
-             metrics: Mapping[str, Callable[[str], float]], vector_cache: dict | None = None) -> list[dict]:
+             metrics: Mapping[str, Callable[[str], float]], vector_cache: dict | None = None,
+             compile: bool | str = False) -> list[dict]:
     """Sample and score ``rows`` of ``grid`` in one generate call: one record per row.
 
     ``vector_cache`` (a dict kept between calls) holds the vectors built so far.
@@ -81,7 +82,7 @@ def run_rows(model: TransformerBridge, grid: Grid, rows: Sequence[Row], *, sampl
     requests = [vectors.request(s) for s, _, _ in rows]
     texts = [f"{spec_of(grid, s).prefix}{p}" if s.condition == "prompting" else p for s, p, _ in rows]
     encoded = encode_rows(model, texts, requests, max_new_tokens=sampling.max_new_tokens)
-    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows], sampling)
+    new = generate_rows(model, encoded, requests, [key_seed(seed, p) for _, p, seed in rows], sampling, compile)
     records = []
     for (s, p, seed), tokens in zip(rows, new, strict=True):
         text = model.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -79,6 +79,7 @@ class _Local:
 
     model: TransformerBridge
     mode: str
+    compile: bool | str = False
 
     def config(self, grid: Grid, sampling: Sampling, names: Sequence[str]) -> dict:
         return sweep_config(self.model, grid, sampling, names)
@@ -89,7 +90,8 @@ class _Local:
         for s in {s for s, _, _ in todo}:  # build vectors (and surface bad specs or prompts) before any decoding
             vectors.request(s)
         for chunk in _chunks(todo, batch_size, self.mode, grid):
-            yield chunk, run_rows(self.model, grid, chunk, sampling=sampling, metrics=metrics, vector_cache=cache)
+            yield chunk, run_rows(self.model, grid, chunk, sampling=sampling, metrics=metrics, vector_cache=cache,
+                                  compile=self.compile)
 
 
 # What sweep() runs on: a loaded model or, with backend="ray", what each worker loads or a started pool.
@@ -109,6 +111,8 @@ def sweep(
     limit: int | None = None,
     backend: Backend | None = None,
     workers: int | None = None,
+    exact: bool = False,
+    compile: bool | str = False,
 ) -> SweepResult:
     """Sample and score one completion per (setting, prompt, seed) of ``grid``.
 
@@ -132,6 +136,13 @@ def sweep(
             of rows computed by Ray actors, each holding one copy of the model (:mod:`actlens.experiments.distributed`);
             same rows, same numbers, and this process is the only writer of ``out``.
         workers: with ``backend="ray"``, how many actors (default: one per GPU, else one per CPU, at most 8).
+        exact: run every row alone (a batch of one, no padding), so that its completion depends only on its
+            prompt, setting and seed on any device: on a GPU a row's logits otherwise change in the last bits
+            with the batch it shares (kernels are chosen by shape), which can flip a sampled token. On the
+            CPU batched rows are already bit-identical to this; it costs the batching speed-up (README,
+            "Exactness").
+        compile: decode with a static KV cache and ``torch.compile`` (as :func:`actlens.generate`'s
+            ``compile=``; local backend only). Same completions as eager decoding up to float rounding.
 
     >>> from actlens.models.tiny import tiny_model
     >>> model = tiny_model()
@@ -143,11 +154,16 @@ def sweep(
     True
     """
     _validation.choice("mode", mode, get_args(Batching))
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be True or False, got {exact!r}")
+    if exact and mode != "batched":
+        raise ValueError(f"exact=True runs every row alone; mode={mode!r} is the one-setting-at-a-time speed "
+                         "baseline, which batches a setting's prompts. Use mode='batched' (the default) with it")
 
     if backend is None:
         backend = "ray" if isinstance(model, RayWorkers) else "local"
     _validation.choice("backend", backend, get_args(Backend))
-    batch_size = _validation.positive_int("batch_size", batch_size)
+    batch_size = 1 if exact else _validation.positive_int("batch_size", batch_size)
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be an actlens.Grid, got {type(grid).__name__}")
     if not isinstance(sampling, Sampling):
@@ -156,6 +172,8 @@ def sweep(
     if backend == "ray":
         if mode != "batched":
             raise ValueError(f"backend='ray' runs batched shards; mode={mode!r} is the local speed baseline only")
+        if compile:
+            raise ValueError("compile= applies to the local backend; Ray workers decode eagerly")
         runner = RayWorkers.of(model, workers)  # the caller's pool, or a new one closed at the end
         scope = contextlib.nullcontext() if runner is model else contextlib.closing(runner)
     else:
@@ -164,7 +182,10 @@ def sweep(
         if not isinstance(model, TransformerBridge):
             raise TypeError(f"backend='local' needs a loaded model (actlens.load_model(...)), got "
                             f"{type(model).__name__}; pass backend='ray' to load it in Ray workers")
-        runner, scope = _Local(model, mode), contextlib.nullcontext()
+        from actlens.steering.generation import compiled
+
+        compiled(model, compile)  # a bad compile= raises before anything runs
+        runner, scope = _Local(model, mode, compile), contextlib.nullcontext()
     with scope:
         return _run(runner, backend, grid, sampling, fns, out, batch_size, progress, limit)
 

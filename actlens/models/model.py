@@ -392,14 +392,14 @@ def forward(
 ) -> torch.Tensor:
     """Logits for a (possibly left-padded) batch, on the fast tree when there is one."""
     fast = fast_tree(model)
-    tokens = tokens.to(device_of(model))
+    tokens = tokens.to(device_of(model), non_blocking=True)  # from pageable memory: staged, no wait on the stream
     if fast is None:
         if attention_mask is not None and not bool(attention_mask.all()):
             return model(tokens, attention_mask=attention_mask.to(tokens.device))
         return model(tokens)
     if attention_mask is None:
         attention_mask = torch.ones_like(tokens)
-    attention_mask = attention_mask.to(tokens.device)
+    attention_mask = attention_mask.to(tokens.device, non_blocking=True)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = fast(
         input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False

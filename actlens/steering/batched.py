@@ -191,6 +191,7 @@ def generate_rows(
     requests: Sequence[Request | None],
     seeds: Sequence[int],
     settings: Sampling = Sampling(),
+    compile: sampling.CompileSetting = False,
 ) -> list[list[int]]:
     """New token ids per row (EOS and what follows removed), one batch, keyed sampling.
 
@@ -210,6 +211,9 @@ def generate_rows(
     if not isinstance(settings, Sampling):
         raise TypeError(f"settings must be an actlens.core.sampling.Sampling, got {type(settings).__name__}")
     eos = model.tokenizer.eos_token_id if settings.stop_at_eos else None
+    from actlens.steering.generation import compiled
+
+    compile_with = compiled(model, compile)  # static KV cache + torch.compile (actlens.generate's compile=)
     if fast_tree(model) is None:  # no KV cache: recompute; group equal lengths so no row is padded
         out: list[list[int]] = [[] for _ in rows]
         for length in sorted({len(r) for r in rows}):
@@ -224,7 +228,8 @@ def generate_rows(
                 out[i] = sampling.until_eos(row, eos)
         return out
     batch = prompts.left_pad([list(r) for r in rows], prompts.pad_token_id(model))
-    config = sampling.generation_config(settings, sample=False, eos=eos, pad_token_id=prompts.pad_token_id(model))
+    config = sampling.generation_config(settings, sample=False, eos=eos, pad_token_id=prompts.pad_token_id(model),
+                                        compile=compile_with)
     procs = sampling.processors(settings, torch.tensor(batch.starts), seeds)
     device = device_of(model)
     with torch.inference_mode(), padding(model, batch.starts, batch.lengths), steer_rows(model, requests):

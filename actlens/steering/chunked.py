@@ -62,6 +62,26 @@ def chunks(batch: prompts.Batch, batch_size: int) -> Iterator[Chunk]:
                     [s - col for s in batch.starts[rows]], list(batch.lengths[rows]))
 
 
+def real_index(chunk: Chunk, width: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Where the chunk's real (unpadded) positions are: ``(local, target)`` flat indices on ``device``.
+
+    ``local`` indexes the chunk's own ``[rows, pos]`` positions row-major (what ``x[mask]`` would
+    select, in the same order); ``target`` the same positions in the whole batch's ``[text, width]``
+    layout. Built on the CPU from the chunk's mask and copied without waiting, so selecting and
+    scattering by them (``index_select`` / ``index_copy_``) never waits on the device the way
+    boolean indexing of a device tensor does (it counts the selected positions on the host).
+
+    >>> batch = prompts.left_pad([[0, 5], [0, 5, 6]], pad_id=2)
+    >>> [t.tolist() for t in real_index(next(chunks(batch, 2)), 3)]
+    [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]
+    """
+    keep = chunk.attention_mask.cpu().bool()
+    local = keep.flatten().nonzero().flatten()
+    cols = keep.shape[1]
+    target = (chunk.rows.start + local // cols) * width + chunk.col + local % cols
+    return local.to(device, non_blocking=True), target.to(device, non_blocking=True)
+
+
 @contextlib.contextmanager
 def _running(model: TransformerBridge, chunk: Chunk, vector: SteeringVector | None, coeff: float, align: Align,
              position: int | None, scope: dict | None) -> Iterator[None]:

@@ -120,6 +120,7 @@ def generate(
     stop_at_eos: bool = True,
     short_prompt: ShortPrompt = "error",
     batch_size: int | None = None,
+    compile: sampling.CompileSetting = False,
 ) -> Generation | PairedGeneration:
     """Sample completions, optionally steered; ``paired=True`` also returns unsteered ones.
 
@@ -131,6 +132,11 @@ def generate(
 
     ``phase``, ``span`` and ``include_bos`` choose which tokens ``align="all"`` steers (see
     :func:`actlens.steer`): ``phase="generation"`` leaves the prompt unsteered.
+
+    ``compile=True`` decodes with a static KV cache and ``torch.compile`` (CUDA graphs on a GPU; the first
+    call per batch shape compiles, which takes seconds to minutes); steering goes through the same
+    HookPoints and gives the same greedy tokens as eager decoding. A backend name (e.g. ``"eager"``) picks
+    the ``torch.compile`` backend. Without a C++ compiler on the CPU it warns and decodes eagerly.
 
     ``chat=True`` wraps each prompt (a string as a user turn, or a list of ``{"role",
     "content"}`` messages) in the tokenizer's chat template with the generation prompt
@@ -160,7 +166,8 @@ def generate(
     need = needed_length(model, vector, coeff, align=align, position=position, **scope)
     recorded = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
                     freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align, chat=chat,
-                    system=system, **scope)
+                    system=system, **scope) | ({"compile": compile} if compile else {})
+    compiled(model, compile, use_cache)  # a bad compile= raises before anything runs
     rows = [prompts.pad_rows(model, [e], [t], min_length=need, short_prompt=short_prompt,
                              max_new_tokens=max_new_tokens) for e, t in zip(encoded, texts, strict=True)]
     ids = [b.tokens[0].tolist() for b in rows]
@@ -175,7 +182,7 @@ def generate(
             for i in range(0, len(ids), size):
                 chunk = prompts.left_pad(ids[i:i + size], prompts.pad_token_id(model))
                 with _steered(model, vector if steered else None, coeff, align, position, scope):
-                    out += decode(model, chunk, settings, use_cache=use_cache)
+                    out += decode(model, chunk, settings, use_cache=use_cache, compile=compile)
         if turn_end is not None:  # a reply ends at its end-of-turn token even where that is not EOS (Llama 3)
             out = [sampling.until_eos(row, turn_end) for row in out]
         completions = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
@@ -191,20 +198,46 @@ def _cuda_devices(model) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
-def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *, use_cache: bool = True
-           ) -> list[list[int]]:
+def compiled(model: TransformerBridge, compile: sampling.CompileSetting, use_cache: bool = True):
+    """The checked ``transformers.CompileConfig`` for ``compile=`` on this model (None: eager decoding).
+
+    Compiled decoding runs Hugging Face's ``generate`` with a static KV cache on the fast tree, whose decoder
+    layers hand their input to the ``blocks.L.hook_resid_pre`` HookPoints as in eager decoding; dynamo guards
+    on whether a HookPoint has hooks, so steering added or changed after the first compile recompiles (or
+    runs between compiled pieces) instead of being dropped (tests/test_generation.py compares compiled with
+    eager greedy tokens, ``align="all"`` included).
+    """
+    config = sampling.compile_config(compile, device_of(model))
+    if config is None:
+        return None
+    if fast_tree(model) is None:
+        raise ValueError(f"compile={compile!r} compiles Hugging Face's cached decoding, and {state_name(model)} has "
+                         "none (a TransformerLens native model, or compatibility mode); pass compile=False")
+    if not use_cache:
+        raise ValueError("compile=True decodes with a static KV cache; it cannot be combined with use_cache=False")
+    return config
+
+
+def state_name(model: TransformerBridge) -> str:
+    return repr(getattr(model.cfg, "model_name", type(model).__name__))
+
+
+def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *, use_cache: bool = True,
+           compile: sampling.CompileSetting = False) -> list[list[int]]:
     """New token ids per row of a left-padded batch (EOS and anything after it removed), under any active steering.
 
-    Draws from the global torch generator (:func:`generate` seeds it).
+    Draws from the global torch generator (:func:`generate` seeds it). ``compile``: see :func:`compiled`.
     """
     eos = model.tokenizer.eos_token_id if settings.stop_at_eos else None
+    compile_with = compiled(model, compile, use_cache)
     fast = fast_tree(model)
     device = device_of(model)
     sample = not settings.greedy
     with torch.inference_mode(), padding(model, batch.starts, batch.lengths):
         if fast is not None:
             config = sampling.generation_config(settings, sample=sample, eos=eos,
-                                                pad_token_id=prompts.pad_token_id(model), use_cache=use_cache)
+                                                pad_token_id=prompts.pad_token_id(model), use_cache=use_cache,
+                                                compile=compile_with)
             procs = sampling.processors(settings, torch.tensor(batch.starts))
             new = sampling.hf_generate(fast, batch.tokens.to(device), batch.attention_mask.to(device), config,
                                        procs).tolist()

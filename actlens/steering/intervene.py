@@ -15,7 +15,7 @@ the prompt and the values are re-added at the same positions, which is equivalen
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -34,6 +34,8 @@ class Addition:
 
     delta: Tensor  # [k, d_model], float32 on the vector's device; cast per call
     placement: Placement
+    origin: tuple | None = None  # (id of the source vector's values, row, coeff): equal origins, equal deltas
+    source: Tensor | None = field(default=None, compare=False, repr=False)  # keeps that id from being reused
 
     @property
     def k(self) -> int:
@@ -42,10 +44,16 @@ class Addition:
     def key(self) -> tuple:
         """Equal for additions with equal values and placement, so one hook term serves both.
 
-        A ``meta`` tensor has no values to compare: it is only equal to itself.
+        On the CPU the values themselves are compared. On other devices reading them would make the
+        host wait for the device, so additions built from the same vector object and coefficient
+        (:attr:`origin`) are equal, and otherwise an addition is only equal to itself (as on ``meta``,
+        whose tensors have no values); a missed match only costs one more term in the hook.
         """
         delta = self.delta.detach()
-        content = id(delta) if delta.device.type == "meta" else delta.cpu().contiguous().numpy().tobytes()
+        if delta.device.type == "cpu":
+            content = delta.contiguous().numpy().tobytes()
+        else:
+            content = ("origin", self.origin) if self.origin is not None else ("id", id(delta))
         return (self.placement, tuple(delta.shape), str(delta.dtype), content)
 
 
@@ -75,9 +83,10 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
         layout = tracker.layout(batch, seq)
         key = (resid.device, resid.dtype)
         if key not in cast:
-            deltas = [a.delta.to(device=resid.device, dtype=resid.dtype) for a in additions]
+            deltas = [a.delta.to(device=resid.device, dtype=resid.dtype, non_blocking=True) for a in additions]
             masks = ([None] * len(additions) if rows is None else
-                     [torch.tensor(r, device=resid.device, dtype=resid.dtype)[:, None, None] for r in rows])
+                     [torch.tensor(r, dtype=resid.dtype).to(resid.device, non_blocking=True)[:, None, None]
+                      for r in rows])
             cast[key] = (deltas, masks)
         deltas, row_masks = cast[key]
         past = layout.past
@@ -138,6 +147,7 @@ def additions(
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], SteeringVector)):
             raise TypeError(f"expected a SteeringVector or (SteeringVector, coeff) pairs, got {item!r}")
         vec, c = item
+        source = vec.values
         c = _validation.finite("coeff", c)
         vec.check_model(model)
         check_layer(model, vec.layer)
@@ -150,7 +160,7 @@ def additions(
             vec = vec.at_position(position)
         values = vec.values.float() * c
         where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
-        grouped.setdefault(vec.layer, []).append(Addition(values, where))
+        grouped.setdefault(vec.layer, []).append(Addition(values, where, (id(source), position if align == "all" else None, c), source))
     return grouped
 
 

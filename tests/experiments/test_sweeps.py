@@ -195,3 +195,27 @@ def test_scoped_sweep_batched_equals_separate_and_the_phase_matters(tiny_models)
     steered = wide[wide.condition == "steered"]
     assert (steered[steered.vector == "gen"].completion.tolist()
             != steered[steered.vector == "both"].completion.tolist())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_exact_sweep_runs_each_row_alone_and_equals_one_at_a_time(tiny_models, arch, monkeypatch):
+    """exact=True: every generate call holds one row, so a row's result cannot depend on its batch (GPU kernels
+    are chosen by shape); on the CPU it equals the batched sweep and each row computed alone."""
+    from actlens.experiments import sweeps as sweeps_module
+    from actlens.experiments.sweeps import grid_rows
+
+    model = tiny_models[arch]
+    grid = _grid(coeffs=[2.0], seeds=[0])
+    sizes = []
+    real = sweeps_module.run_rows
+    monkeypatch.setattr(sweeps_module, "run_rows", lambda m, g, rows, **kw: sizes.append(len(rows)) or real(
+        m, g, rows, **kw))
+    exact = sweep(model, grid, sampling=SHORT, batch_size=8, exact=True, progress=False)
+    assert sizes and set(sizes) == {1} and sum(sizes) == len(grid_rows(grid))
+    alone = [r for row in grid_rows(grid) for r in real(model, grid, [row], sampling=SHORT,
+                                                        metrics={"n": len})]
+    assert [r["completion"] for r in exact.records] == [r["completion"] for r in alone]
+    batched = sweep(model, grid, sampling=SHORT, batch_size=8, progress=False)
+    assert batched.records == exact.records
+    with pytest.raises(ValueError, match="exact=True runs every row alone"):
+        sweep(model, grid, sampling=SHORT, mode="separate", exact=True, progress=False)

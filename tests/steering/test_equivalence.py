@@ -219,3 +219,32 @@ def test_bench_two_process_reference_row_gives_the_same_completions(tmp_path):
     assert rows["sweep/2-processes"]["startup_s"] > 0
     targets = {t["target"] for t in json.loads((tmp_path / "bench.json").read_text())["targets"]}
     assert any(t.startswith("reference: 2 plain processes") for t in targets)
+
+
+def test_bench_check_reports_numbers_and_raises_only_for_different_work():
+    """Different numbers are recorded and checked against a tolerance; different work raises."""
+    import pytest
+
+    from actlens.bench import _check
+    from actlens.bench.models import build
+    from actlens.bench.rows import ROWS, Case, Workload
+    from actlens.vectors import actadd_vector
+
+    setup = build("tiny", torch.device("cpu"), torch.float32)
+    work = Workload(setup, actadd_vector(setup.model, "Love", "Hate", 1), 4.0)
+    gen, fwd, sw = Case("generate", 2, 8, 3), Case("forward", 2, 8), Case("sweep", 3, 0, 2)
+    base = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    logits = torch.randn(2, 8, 11)
+    thunks = {(gen, ROWS["generate/hf"]): lambda: base, (gen, ROWS["generate/actlens"]): lambda: base + (base > 8),
+              (fwd, ROWS["forward/hf"]): lambda: logits, (fwd, ROWS["forward/actlens"]): lambda: logits * 1.5,
+              (sw, ROWS["sweep/separate"]): lambda: ["a", "b", "c"], (sw, ROWS["sweep/batched"]): lambda: ["a", "b", "x"]}
+    meta, checks = _check(thunks, torch.device("cpu"), "float32", work)
+    row = meta[(gen, ROWS["generate/actlens"])]
+    assert row["same_tokens_as_baseline"] is False and row["token_agreement"] == pytest.approx(4 / 6, abs=1e-4)
+    assert row["divergence"]["rows_differing"] == 1 and row["divergence"]["first_differing_step"] == [1]
+    assert meta[(fwd, ROWS["forward/actlens"])]["max_logit_difference"] == pytest.approx(0.5)
+    assert meta[(sw, ROWS["sweep/batched"])]["completion_agreement"] == pytest.approx(2 / 3, abs=1e-4)
+    assert [(c["row"], c["passed"]) for c in checks] == [("forward/actlens", False), ("sweep/batched", False)]
+    thunks[(sw, ROWS["sweep/batched"])] = lambda: ["a", "b"]
+    with pytest.raises(RuntimeError, match="would not do the same work"):
+        _check(thunks, torch.device("cpu"), "float32", work)

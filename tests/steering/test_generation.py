@@ -108,3 +108,79 @@ def test_keyed_sample_draws_from_the_softmax():
         assert int(torch.isfinite(out).sum()) == 1
     torch.testing.assert_close(counts / counts.sum(), torch.softmax(scores, -1)[0], rtol=0, atol=0.012)
     assert counts[2] == 0
+
+
+# --- compiled decoding (issue 21) ------------------------------------------------------------------
+def _compiled_vs_eager(model, backend):
+    """Greedy tokens of compiled and eager decoding, unsteered and steered, switching vectors, layers,
+    coefficients and alignments between calls on the same compiled model. ``align="all"`` steers every
+    generated token, so a steering hook dropped by the compiled decode steps changes them."""
+    import torch._dynamo
+
+    from actlens.vectors import actadd_vector
+
+    v, w = actadd_vector(model, "Love", "Hate", 1), actadd_vector(model, "Up", "Down", 2)
+    texts = ["I think that you are", "Hello there"]
+    greedy = dict(max_new_tokens=6, temperature=0, stop_at_eos=False)
+    graphs = []
+    for vector, coeff, align in ((None, 1.0, "front"), (v, 4.0, "all"), (v, 4.0, "front"), (w, -6.0, "all"),
+                                 (v, 2.0, "all"), (v, 8.0, "all")):
+        steering = {} if vector is None else dict(vector=vector, coeff=coeff, align=align, position=1)
+        eager = actlens.generate(model, texts, **greedy, **steering).tokens
+        fast = actlens.generate(model, texts, **greedy, **steering, compile=backend).tokens
+        assert fast == eager, (vector is not None and vector.layer, coeff, align)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    return graphs
+
+
+@pytest.mark.parametrize("arch", ["llama", pytest.param("gpt2", marks=pytest.mark.slow),
+                                  pytest.param("gemma3", marks=pytest.mark.slow)])
+def test_compiled_decoding_steers_like_eager_decoding(arch):
+    """dynamo's tracing and guards (the 'eager' backend: no code generation, so it is quick on the CPU)."""
+    from actlens.models.tiny import tiny_hf
+
+    hf, tok = tiny_hf(arch)
+    model = actlens.load_model(hf, tokenizer=tok)
+    graphs = _compiled_vs_eager(model, "eager")
+    assert graphs[-1] == graphs[-2]  # another coefficient for the same vector and alignment: no new graph
+
+
+@pytest.mark.slow
+def test_compiled_decoding_with_inductor_steers_like_eager_decoding():
+    """The real thing on the CPU: inductor compiles C++ (minutes on two cores)."""
+    from actlens.models.tiny import tiny_hf
+
+    hf, tok = tiny_hf("llama")
+    _compiled_vs_eager(actlens.load_model(hf, tokenizer=tok), True)
+
+
+@pytest.mark.unchecked
+def test_compile_refuses_what_it_cannot_do(tiny_models, monkeypatch):
+    import torch._inductor.cpp_builder as builder
+
+    model = tiny_models["llama"]
+    with pytest.raises(ValueError, match="has none"):
+        actlens.generate(tiny_models["native"], ["Hi"], max_new_tokens=2, compile=True)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        actlens.generate(model, ["Hi"], max_new_tokens=2, compile="eager", use_cache=False)
+    with pytest.raises(ValueError, match="no backend"):
+        actlens.generate(model, ["Hi"], max_new_tokens=2, compile="no-such-backend")
+    with pytest.raises(TypeError, match="compile must be"):
+        actlens.generate(model, ["Hi"], max_new_tokens=2, compile=3)
+
+    def missing():
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(builder, "get_cpp_compiler", missing)
+    with pytest.warns(RuntimeWarning, match="decoding eagerly instead"):
+        out = actlens.generate(model, ["Hi"], max_new_tokens=2, temperature=0, compile=True)
+    assert out.tokens == actlens.generate(model, ["Hi"], max_new_tokens=2, temperature=0).tokens
+
+
+def test_compiled_sweep_equals_eager_sweep(tiny_models):
+    grid = actlens.Grid(vectors=[actlens.pair_spec("Love", "Hate")], layers=[1], coeffs=[2.0],
+                        prompts=["I think", "The weather today is"], seeds=[0], controls=("unsteered", "random"))
+    short = actlens.Sampling(max_new_tokens=4)
+    model = tiny_models["llama"]
+    eager = actlens.sweep(model, grid, sampling=short, progress=False)
+    assert actlens.sweep(model, grid, sampling=short, compile="eager", progress=False).records == eager.records
