@@ -39,6 +39,8 @@ TARGETS = (
     Target("actlens ActAdd generate >= 0.95x raw HF generate", "generate", "actlens+actadd", "hf", "throughput", 0.95),
     Target("steering overhead, ActAdd vs unsteered actlens <= 2 %", "generate", "actlens+actadd", "actlens", "time", 1.02),
     Target("steering overhead, align='all' vs unsteered actlens <= 2 %", "generate", "actlens+all", "actlens", "time", 1.02),
+    Target("steering at mlp_out vs resid_pre (align='all') <= 2 %", "generate", "actlens+all-mlp_out", "actlens+all",
+           "time", 1.02),
     Target("resid_pre of every layer <= 1.1x plain actlens.forward", "forward", "actlens-resid_pre", "actlens", "time", 1.10),
     Target("batched sweep >= 5x the throughput of one setting at a time", "sweep", "batched", "separate",
            "throughput", 5.0),
