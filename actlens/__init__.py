@@ -13,6 +13,7 @@ from actlens.analysis.cosine import cosine_across_layers
 from actlens.analysis.kl import kl_per_token
 from actlens.analysis.klcurve import kl_curve
 from actlens.analysis.logit_lens import logit_lens
+from actlens.analysis.mediation import mediation
 from actlens.analysis.norms import coeff_from_units, norm_profile
 from actlens.analysis.propagation import propagation, transfer_matrix
 from actlens.analysis.sinks import sink_aware_actadd, sinks
@@ -57,6 +58,7 @@ __all__ = [
     "load_model",
     "mean_diff_spec",
     "mean_diff_vector",
+    "mediation",
     "norm_profile",
     "pair_spec",
     "propagation",

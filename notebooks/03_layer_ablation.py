@@ -97,6 +97,22 @@ by_layer
 fig_ablation(by_layer, ablated)
 
 # %% [markdown]
+# ## 3. Down to components: which attention layers, MLPs and heads carry the effect
+# `actlens.mediation` restores one component's output to its unsteered value in the steered run (necessity: the
+# share of the effect that remains) or gives only that component its steered output (sufficiency: the share it
+# recovers alone), for every attention and MLP after the injection and the vector's direct path.
+
+# %%
+from actlens.plots.mediation import fig_mediation
+
+med_texts = TEXTS[:2] if SMOKE else TEXTS
+med = actlens.mediation(model, vector, COEFFS[0], med_texts, n_boot=50 if SMOKE else 1000)
+med.sort_values("fraction").head(6 if SMOKE else 10)
+
+# %%
+fig_mediation(med.assign(vector="weddings ActAdd"))
+
+# %% [markdown]
 # ## Check
 # At the layer where the weddings vector moves the most probability onto wedding tokens, it moves more than a random
 # vector of the same norm.

@@ -194,7 +194,7 @@ def ablate_downstream(
         _validation.choice("modes[]", m, get_args(AblationMode))
     for d in directions:
         _validation.choice("directions[]", d, get_args(Direction))
-    injected_at = vector.layer
+    injected_at = vector.require_site(where="ablate_downstream (it ablates resid_pre after the injection)").layer
     later = list(range(injected_at + 1, n_layers(model))) if layers is None else [check_layer(model, j) for j in layers]
     if not later or any(j <= injected_at for j in later):
         raise ValueError(f"ablated layers must be after the injection layer {injected_at} and at most "

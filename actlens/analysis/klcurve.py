@@ -176,7 +176,7 @@ def kl_curve(
     >>> curve.to_frame().columns.tolist()[:2], bool(curve.mean_kl[0] < 1e-6 < curve.mean_kl[1] < curve.mean_kl[2])
     (['coeff', 'mean_kl'], True)
     """
-    vector = check_vector(model, vector)
+    vector = check_vector(model, vector).require_site(where="kl_curve (it resumes the forward at resid_pre)")
     coeffs = _coeffs(coeffs)
     adds = [addition(model, vector, c, align, position) for c in coeffs]
     texts, batch = chunked.encode_texts(model, texts, adds[0], short_prompt)

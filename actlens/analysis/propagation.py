@@ -118,7 +118,7 @@ def propagation(
     >>> bool((r.diff_norm[:, :2] == 0).all()), bool((r.diff_norm[:, 3] > 0).any())
     (True, True)
     """
-    vector = check_vector(model, vector)
+    vector = check_vector(model, vector).require_site(where="propagation (it compares resid_pre across layers)")
     coeff = _validation.finite("coeff", coeff)
     add = addition(model, vector, coeff, align, position)
     texts, batch = chunked.encode_texts(model, texts, add, short_prompt)

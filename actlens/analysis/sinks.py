@@ -207,6 +207,7 @@ def touched(model: TransformerBridge, vector: SteeringVector, *, threshold: floa
     []
     """
     threshold = _threshold(threshold)
+    vector.require_site(where="touched (it reads sinks in resid_pre)")
     if len(vector.plus_tokens) != 1 or len(vector.minus_tokens) != 1 or vector.k != len(vector.plus_tokens[0]):
         raise ValueError(f"touched() needs a per-position vector of one prompt pair (ActAdd); this one is "
                          f"{vector.kind} with k={vector.k}. For a one-row vector added at every position, see "

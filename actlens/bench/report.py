@@ -49,6 +49,8 @@ TARGETS = (
            "time", 1.02),
     Target("steering overhead within the compiled path, align='all' <= 2 %", "generate", "compiled+all", "compiled",
            "time", 1.02),
+    Target("steering at mlp_out vs resid_pre (align='all') <= 2 %", "generate", "actlens+all-mlp_out", "actlens+all",
+           "time", 1.02),
     Target("resid_pre of every layer <= 1.1x plain actlens.forward", "forward", "actlens-resid_pre", "actlens", "time", 1.10),
     Target("batched sweep >= 5x the throughput of one setting at a time", "sweep", "batched", "separate",
            "throughput", 5.0),

@@ -218,6 +218,19 @@ def _gen_compiled_all(w: Workload, case: Case):
                            compile=True)
 
 
+@row("generate", "actlens+all-mlp_out", "actlens generate, align='all' at mlp_out of the layer before")
+def _gen_all_mlp_out(w: Workload, case: Case):
+    """The same addition as ``actlens+all`` (mlp_out of L-1 = resid_pre of L), through the MLP's forward hook."""
+    from dataclasses import replace
+
+    from actlens.steering.intervene import steer
+
+    if w.vector.layer < 1:
+        raise Unavailable("the vector is at layer 0; there is no mlp_out before it")
+    moved = replace(w.vector, layer=w.vector.layer - 1, site="mlp_out")
+    return _actlens_decode(w, case, lambda: steer(w.setup.model, moved, w.coeff, align="all", position=1))
+
+
 @row("generate", "steering-vectors", "steering-vectors library on raw HF (every position)", optional=True)
 def _gen_steering_vectors(w: Workload, case: Case):
     try:

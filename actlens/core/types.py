@@ -33,6 +33,15 @@ ReadPosition = Literal["last", "mean"]
 """Which position a mean-difference vector reads: the last real token, or the
 mean over the real tokens after BOS. An ``int`` index is accepted too."""
 
+Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+"""Where in a layer a vector is read and added, as TransformerLens names the hook points
+(``blocks.{L}.hook_{site}``); ``resid_pre`` is ActAdd's site and every default."""
+SITES: tuple[str, ...] = get_args(Site)
+
+HookSite = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z"]
+"""A :data:`Site`, or ``z``: the per-head attention result ``blocks.{L}.attn.hook_z``
+(``[batch, pos, n_heads, d_head]``), read and patched by mediation analyses."""
+
 Phase = Literal["both", "prompt", "generation"]
 """Which tokens all-position steering (``align="all"``) reaches: prompt and generated
 tokens (``both``, the default), the prompt only, or generated tokens only (then the prompt,

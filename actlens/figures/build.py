@@ -75,7 +75,8 @@ def selected(only: list[str] | None) -> list[str]:
     ['capital_recall', 'norm_profile']
     >>> selected(["nope"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, ..., steerability_effect
+    ValueError: unknown figure id 'nope'; known ids: topic_by_layer, ppl_by_relevance, ...
+
     """
     if not only:
         return list(JOBS)

@@ -7,10 +7,11 @@ The one list: the jobs are defined in :mod:`~actlens.figures.paper_jobs`, :mod:`
 (['capital_recall', 'norm_profile', 'cosine_layers'], ['propagation', 'layer_ablation', 'sinks'])
 """
 
-from actlens.figures import analysis_jobs, diagnostic_jobs, paper_jobs
+from actlens.figures import analysis_jobs, diagnostic_jobs, mediation_jobs, paper_jobs
 from actlens.figures.jobs import FigureJob, Job, Output
 
 _PAPER, _ANALYSIS, _DIAGNOSTIC = paper_jobs.JOBS, analysis_jobs.JOBS, diagnostic_jobs.JOBS
+_MEDIATION = mediation_jobs.JOBS
 
 JOBS: dict[str, FigureJob] = {
     # the paper's sampling figures 1-4
@@ -21,11 +22,13 @@ JOBS: dict[str, FigureJob] = {
     "layer_ablation": _PAPER["layer_ablation"],
     # diagnostics: sinks, sink-aware ActAdd, KL budgets, steerability
     **_DIAGNOSTIC,
+    # which components carry a vector's effect (activation patching)
+    **_MEDIATION,
 }
 """Figure id -> job, in the order ``actlens figures`` runs them."""
 
-if len(JOBS) != len(_PAPER) + len(_ANALYSIS) + len(_DIAGNOSTIC):  # a job defined but not placed above
+if len(JOBS) != len(_PAPER) + len(_ANALYSIS) + len(_DIAGNOSTIC) + len(_MEDIATION):  # a job defined but not placed above
     raise RuntimeError(f"actlens.figures.registry places {len(JOBS)} figure jobs but the job modules define "
-                       f"{len(_PAPER) + len(_ANALYSIS) + len(_DIAGNOSTIC)}; list the new one in JOBS")
+                       f"{len(_PAPER) + len(_ANALYSIS) + len(_DIAGNOSTIC) + len(_MEDIATION)}; list the new one in JOBS")
 
 __all__ = ["JOBS", "FigureJob", "Job", "Output"]

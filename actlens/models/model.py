@@ -35,18 +35,54 @@ from transformers.cache_utils import Cache
 
 from actlens.core import validation as _validation
 from actlens.core.positions import Positions
+from actlens.core.types import SITES, HookSite, Site
 from actlens.models import tl_compat
 
 EMBEDDED = "smollm2-135m"
+HOOK_SITES = (*SITES, "z")
 
 
-def hook_name(layer: int) -> str:
-    """Name of the residual stream entering block ``layer`` (ActAdd's injection site).
+def hook_name(layer: int, site: HookSite = "resid_pre") -> str:
+    """Name of the TransformerLens hook point at ``site`` of block ``layer``; by default the residual
+    stream entering the block (ActAdd's injection site).
 
-    >>> hook_name(6)
-    'blocks.6.hook_resid_pre'
+    >>> hook_name(6), hook_name(6, "mlp_out"), hook_name(2, "z")
+    ('blocks.6.hook_resid_pre', 'blocks.6.hook_mlp_out', 'blocks.2.attn.hook_z')
     """
-    return f"blocks.{layer}.hook_resid_pre"
+    site = _validation.choice("site", site, HOOK_SITES)
+    return f"blocks.{layer}.attn.hook_z" if site == "z" else f"blocks.{layer}.hook_{site}"
+
+
+# Where a steering addition at a site goes. TransformerLens 4.3 aliases hook_resid_mid to the pre-MLP
+# norm's *input* (ln2.hook_in): a hook there changes what the MLP reads, but the residual that goes on to
+# resid_post was taken before the norm and keeps the old value (measured on tiny GPT-2, Llama and Gemma 3).
+# Adding at hook_attn_out instead is the same addition to the residual stream, because
+# resid_mid = resid_pre + attn_out in every architecture here (Gemma 3's attn_out is after its
+# post-attention norm). Reading resid_mid uses hook_resid_mid itself, which is the right value.
+_WRITE_AT = {"resid_mid": "attn_out"}
+
+
+def write_hook_name(layer: int, site: Site = "resid_pre") -> str:
+    """The hook point a steering addition at ``site`` of ``layer`` is made on (see ``_WRITE_AT``).
+
+    >>> write_hook_name(3, "resid_mid"), write_hook_name(3, "mlp_out")
+    ('blocks.3.hook_attn_out', 'blocks.3.hook_mlp_out')
+    """
+    return hook_name(layer, _WRITE_AT.get(site, site))
+
+
+def check_site(model: "TransformerBridge", site: object, *, name: str = "site") -> str:
+    """``site`` if the model has that hook point on every path it runs; a clear error otherwise."""
+    site = _validation.choice(name, site, HOOK_SITES)
+    if hook_name(0, site) not in model.hook_dict:
+        raise ValueError(f"{name} {site!r}: this {type(model.blocks[0]).__name__} architecture has no hook point "
+                         f"{hook_name(0, site)!r}; use one of the sites it has, e.g. 'resid_pre'")
+    st = state(model)
+    if st.fast is not None and site not in st.fast_sites:
+        raise ValueError(f"{name} {site!r}: actlens could not find the Hugging Face module behind "
+                         f"{hook_name(0, site)!r} in this model's fast tree; load it with "
+                         "compatibility mode (which runs the bridge) to use this site")
+    return site
 
 
 # --- per-model state --------------------------------------------------------------------
@@ -58,6 +94,8 @@ class State:
     unembedding: dict[str, nn.Module | None] = field(default_factory=dict)  # actlens.models.readout's checked split
     # (bridge-side module, fast-tree module, attribute) of every tensor the two trees share
     shared: list[tuple[nn.Module, nn.Module, str]] = field(default_factory=list)
+    # sites whose bridge HookPoints the fast tree fires (resid_pre always; the rest where found)
+    fast_sites: set[str] = field(default_factory=lambda: {"resid_pre"})
 
 
 def state(model: TransformerBridge) -> State:
@@ -177,6 +215,7 @@ def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
     hf.eval()  # models built from a config start in train mode (dropout)
     shared = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
     fast = copy.deepcopy(hf, memo=shared)  # new modules, the same parameter and buffer tensors
+    names = {id(module): name for name, module in hf.named_modules()}  # the bridge keeps these as originals
     slots = [(mine, theirs, attr)  # recorded before the bridge rewires hf's tree
              for mine, theirs in zip(hf.modules(), fast.modules(), strict=True)
              for attr, _ in (*mine.named_parameters(recurse=False), *mine.named_buffers(recurse=False))]
@@ -190,7 +229,95 @@ def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
         module.register_forward_pre_hook(
             _fire_hook_point(hook_point, st.positions, layer), with_kwargs=True
         )
+    _fire_other_sites(bridge, fast, st, names)
     return bridge
+
+
+def _fast_module(bridge_block: nn.Module, alias: str, names: dict[int, str], fast: nn.Module
+                 ) -> tuple[nn.Module, str] | None:
+    """The fast-tree module behind a block's hook alias (``"ln2.hook_in"``, ``"attn.o.hook_in"``, ``"hook_out"``)
+    and which end of it the hook point wraps (``"hook_in"`` / ``"hook_out"``), or None where not found."""
+    *path, end = alias.split(".")
+    if end not in ("hook_in", "hook_out"):
+        return None
+    try:
+        component = bridge_block.get_submodule(".".join(path)) if path else bridge_block
+    except AttributeError:
+        return None
+    original = getattr(component, "original_component", None)
+    where = names.get(id(original)) if original is not None else None
+    if where is None:
+        return None
+    return fast.get_submodule(where), end
+
+
+def _fire_other_sites(bridge: TransformerBridge, fast: nn.Module, st: State, names: dict[int, str]) -> None:
+    """Fire the bridge's ``resid_mid`` / ``resid_post`` / ``attn_out`` / ``mlp_out`` / ``z`` HookPoints from the
+    fast tree: a forward pre-hook (``hook_in``) or forward hook (``hook_out``) on the Hugging Face module that
+    TransformerLens's alias of that hook point wraps in this architecture (e.g. Gemma 3's ``attn_out`` is its
+    post-attention norm's output). A site is usable on the fast tree only if every layer has it."""
+    layers = _decoder_layers(fast)
+    found: dict[str, list[tuple[int, nn.Module, str, HookPoint]]] = {}
+    for layer, block in enumerate(bridge.blocks):
+        for site in (*SITES[1:], "z"):
+            name = hook_name(layer, site)
+            if name not in bridge.hook_dict:
+                continue
+            if site == "z":
+                alias = "attn." + block.attn.hook_aliases.get("hook_z", "")
+            else:
+                alias = block.hook_aliases.get(f"hook_{site}", "")
+            where = _fast_module(block, alias, names, fast)
+            if where is not None:
+                found.setdefault(site, []).append((layer, *where, bridge.hook_dict[name]))
+    for site, entries in found.items():
+        if len(entries) != len(layers):
+            continue
+        st.fast_sites.add(site)
+        for layer, module, end, hook_point in entries:
+            if end == "hook_in":
+                module.register_forward_pre_hook(_fire_on_input(hook_point), with_kwargs=True)
+            else:
+                module.register_forward_hook(_fire_on_output(hook_point))
+    points = {layer: [hp for entries in found.values() for lay, _, _, hp in entries if lay == layer]
+              for layer in range(len(layers))}
+    for layer, module in enumerate(layers):  # hooks at any site learn where the chunk starts
+        module.register_forward_pre_hook(_record_if_hooked(points[layer], st.positions, layer), with_kwargs=True)
+
+
+def _record_if_hooked(hook_points: list[HookPoint], positions: Positions, layer: int) -> Callable:
+    record = record_past(positions, layer)
+
+    def pre(module, args, kwargs):
+        if any(hp.has_hooks() for hp in hook_points):
+            record(module, args, kwargs)
+
+    return pre
+
+
+def _fire_on_input(hook_point: HookPoint) -> Callable:
+    # hook_z's HookPoint carries TransformerLens's own conversion: hooks see [batch, pos, head, d_head]
+    # while the module reads [batch, pos, d_model], as on the bridge path.
+    def pre(module, args, kwargs):
+        if not hook_point.has_hooks():
+            return None
+        if args:
+            return (hook_point(args[0]), *args[1:]), kwargs
+        key = next(iter(kwargs))
+        return args, {**kwargs, key: hook_point(kwargs[key])}
+
+    return pre
+
+
+def _fire_on_output(hook_point: HookPoint) -> Callable:
+    def post(module, args, output):
+        if not hook_point.has_hooks():
+            return None
+        if isinstance(output, torch.Tensor):
+            return hook_point(output)
+        return (hook_point(output[0]), *output[1:])  # attention modules return (output, weights)
+
+    return post
 
 
 def load_model(

@@ -32,7 +32,7 @@ from actlens.core import validation as _validation
 from actlens.core.positions import Positions, injected_at
 from actlens.core.sampling import Sampling
 from actlens.core.types import ALIGNS, SHORT_PROMPTS, Align, Phase, ShortPrompt
-from actlens.models.model import device_of, fast_tree, forward, hook_name, padding, state
+from actlens.models.model import device_of, fast_tree, forward, padding, state
 from actlens.steering.intervene import Addition, Steering, additions, make_hook, needed_length
 
 
@@ -59,9 +59,9 @@ class Request:
                     include_bos=self.include_bos)
 
 
-def _row_additions(model: TransformerBridge, requests: Sequence[Request | None]) -> list[dict[int, list[Addition]]]:
-    """Validated additions per row, grouped by layer (validation runs once per distinct request)."""
-    seen: dict[tuple, dict[int, list[Addition]]] = {}
+def _row_additions(model: TransformerBridge, requests: Sequence[Request | None]) -> list[dict[str, list[Addition]]]:
+    """Validated additions per row, grouped by hook point (validation runs once per distinct request)."""
+    seen: dict[tuple, dict[str, list[Addition]]] = {}
     out = []
     for req in requests:
         if req is None:
@@ -145,9 +145,9 @@ def steer_rows(model: TransformerBridge, requests: Sequence[Request | None]) -> 
     (True, False)
     """
     per_row = _row_additions(model, requests)
-    layers = sorted({layer for grouped in per_row for layer in grouped})
+    names = sorted({name for grouped in per_row for name in grouped})  # hook points: each vector's layer and site
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
-    hooks = [(hook_name(layer), _row_hook([g.get(layer, []) for g in per_row], st.positions)) for layer in layers]
+    hooks = [(name, _row_hook([g.get(name, []) for g in per_row], st.positions)) for name in names]
     with model.hooks(fwd_hooks=hooks):
         yield model
 

@@ -24,7 +24,7 @@ from transformer_lens import TransformerBridge
 from actlens.core import validation as _validation
 from actlens.core.positions import NOWHERE, Placement, Positions, Scope, Tracker, injected, window_index
 from actlens.core.types import ALIGNS, Align, Phase
-from actlens.models.model import check_layer, hook_name, state
+from actlens.models.model import check_layer, check_site, state, write_hook_name
 from actlens.vectors import SteeringVector
 
 
@@ -135,14 +135,15 @@ def additions(
     phase: Phase = "both",
     span: tuple[int, int | None] | None = None,
     include_bos: bool = False,
-) -> dict[int, list[Addition]]:
-    """Validate a steering request and group it by layer; raises before anything changes."""
+) -> dict[str, list[Addition]]:
+    """Validate a steering request and group it by the hook point it is added at (each vector's layer and
+    site, :func:`actlens.models.model.write_hook_name`); raises before anything changes."""
     _validation.choice("align", align, ALIGNS)
     scope = Scope(phase, span, include_bos)
     pairs = [(vector, coeff)] if isinstance(vector, SteeringVector) else list(vector)
     if not pairs:
         raise ValueError("no steering vectors given; pass a SteeringVector or a list of (vector, coeff) pairs")
-    grouped: dict[int, list[Addition]] = {}
+    grouped: dict[str, list[Addition]] = {}
     for item in pairs:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], SteeringVector)):
             raise TypeError(f"expected a SteeringVector or (SteeringVector, coeff) pairs, got {item!r}")
@@ -151,6 +152,7 @@ def additions(
         c = _validation.finite("coeff", c)
         vec.check_model(model)
         check_layer(model, vec.layer)
+        check_site(model, vec.site, name="vector.site")
         if align == "all" and vec.k > 1:
             if position is None:
                 raise ValueError(
@@ -160,7 +162,7 @@ def additions(
             vec = vec.at_position(position)
         values = vec.values.float() * c
         where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
-        grouped.setdefault(vec.layer, []).append(Addition(values, where, (id(source), position if align == "all" else None, c), source))
+        grouped.setdefault(write_hook_name(vec.layer, vec.site), []).append(Addition(values, where, (id(source), position if align == "all" else None, c), source))
     return grouped
 
 
@@ -202,7 +204,8 @@ def steer(
     span: tuple[int, int | None] | None = None,
     include_bos: bool = False,
 ) -> Iterator[TransformerBridge]:
-    """Add ``coeff * vector`` to ``blocks.{vector.layer}.hook_resid_pre`` inside the block.
+    """Add ``coeff * vector`` to ``blocks.{vector.layer}.hook_{vector.site}`` (``resid_pre`` unless the vector
+    was read at another site) inside the block.
 
     Args:
         vector: a :class:`SteeringVector`, or a list of ``(vector, coeff)`` pairs to compose
@@ -240,6 +243,6 @@ def steer(
     grouped = additions(model, vector, coeff, align=align, position=position, phase=phase, span=span,
                         include_bos=include_bos)
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
-    hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
+    hooks = [(name, make_hook(adds, st.positions)) for name, adds in grouped.items()]
     with model.hooks(fwd_hooks=hooks):
         yield model

@@ -15,9 +15,9 @@ from transformer_lens import TransformerBridge
 
 from actlens.core import prompts
 from actlens.core import validation as _validation
-from actlens.core.types import ReadPosition
-from actlens.models.activations import resid_pre
-from actlens.models.model import check_layer, n_layers
+from actlens.core.types import ReadPosition, Site
+from actlens.models.activations import activations
+from actlens.models.model import check_layer, check_site, n_layers
 from actlens.vectors.steering_vector import FORMAT, SteeringVector, check_vector, from_values, random_like
 
 
@@ -26,13 +26,15 @@ def _layers(model: TransformerBridge, layers: Sequence[int]) -> list[int]:
 
 
 def actadd_vector(
-    model: TransformerBridge, plus: str, minus: str, layer: int, *, pad: str = "space"
+    model: TransformerBridge, plus: str, minus: str, layer: int, *, pad: str = "space", site: Site = "resid_pre"
 ) -> SteeringVector:
     """ActAdd (Turner et al. 2023, Algorithm 1): ``resid_pre(plus) - resid_pre(minus)`` per position.
 
     Both prompts get BOS; the shorter is right-padded at token level with the model's space
     token (``pad="space"``; see :func:`actlens.core.prompts.space_pad` for the fallback) or with
-    EOS (``pad="eos"``, which the authors found works worse).
+    EOS (``pad="eos"``, which the authors found works worse). ``site`` reads (and the vector
+    will be added at) another hook point of the layer: ``resid_mid``, ``resid_post``,
+    ``attn_out`` or ``mlp_out`` (README, "Sites").
 
     >>> from actlens.models.tiny import tiny_model
     >>> v = actadd_vector(tiny_model(), "Love", "Hate", layer=2)
@@ -40,11 +42,12 @@ def actadd_vector(
     (5, True)
     """
     layer = check_layer(model, layer)
-    return actadd_vectors(model, plus, minus, [layer], pad=pad)[layer]
+    return actadd_vectors(model, plus, minus, [layer], pad=pad, site=site)[layer]
 
 
 def actadd_vectors(
-    model: TransformerBridge, plus: str, minus: str, layers: Sequence[int], *, pad: str = "space"
+    model: TransformerBridge, plus: str, minus: str, layers: Sequence[int], *, pad: str = "space",
+    site: Site = "resid_pre",
 ) -> dict[int, SteeringVector]:
     """:func:`actadd_vector` at each of ``layers``, from one forward of the pair.
 
@@ -55,6 +58,7 @@ def actadd_vectors(
     True
     """
     _validation.choice("pad", pad, ("space", "eos"))
+    site = check_site(model, site)
     layers = _layers(model, layers)
     plus_s, minus_s = (_validation.texts(n, [t], allow_empty_string=True)[0] for n, t in (("plus", plus), ("minus", minus)))
     plus_ids, minus_ids = prompts.encode(model, plus_s), prompts.encode(model, minus_s)
@@ -62,21 +66,21 @@ def actadd_vectors(
     n = max(len(plus_ids), len(minus_ids))
     plus_ids += [fill.token_id] * (n - len(plus_ids))
     minus_ids += [fill.token_id] * (n - len(minus_ids))
-    acts = resid_pre(model, torch.tensor([plus_ids, minus_ids]), layers)
+    acts = activations(model, torch.tensor([plus_ids, minus_ids]), layers, site=site)
     return {layer: from_values(model, layer, acts[layer][0] - acts[layer][1], "actadd", bos_row=True, plus=(plus_s,),
                          minus=(minus_s,), plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),
-                         pad_token_id=fill.token_id, pad_source=fill.source)
+                         pad_token_id=fill.token_id, pad_source=fill.source, site=site)
             for layer in layers}
 
 
-def _read(model, texts: list[str], layers: list[int], read_position: ReadPosition | int, batch_size: int
-          ) -> tuple[dict[int, Tensor], list[list[int]]]:
+def _read(model, texts: list[str], layers: list[int], read_position: ReadPosition | int, batch_size: int,
+          site: str = "resid_pre") -> tuple[dict[int, Tensor], list[list[int]]]:
     """One activation per text at ``read_position`` for each layer: {layer: [n, d_model]}, and the token ids."""
     rows = [prompts.encode(model, t) for t in texts]
     out: dict[int, list[Tensor]] = {layer: [] for layer in layers}
     for i in range(0, len(rows), batch_size):
         batch = prompts.left_pad(rows[i:i + batch_size], prompts.pad_token_id(model))
-        acts = resid_pre(model, batch.tokens, layers, batch.attention_mask)
+        acts = activations(model, batch.tokens, layers, batch.attention_mask, site=site)
         for row, start in enumerate(batch.starts):
             first = start + 1 if len(rows[i + row]) > 1 else start  # skip BOS (an empty text is read at it)
             n_real = batch.tokens.shape[1] - first
@@ -104,6 +108,7 @@ def mean_diff_vector(
     read_position: ReadPosition | int = "last",
     centre: Sequence[str] | None = None,
     batch_size: int = 16,
+    site: Site = "resid_pre",
 ) -> SteeringVector:
     """Mean difference over contrast pairs (CAA-style): ``mean(resid(pos)) - mean(resid(neg))``.
 
@@ -111,7 +116,7 @@ def mean_diff_vector(
     BOS, or an index counted after BOS). With ``centre`` (a list of reference texts), the
     vector is instead mean-centred (Jorgensen et al. 2023): ``mean(resid(pos)) -
     mean(resid(centre))``, and the negatives may be empty strings. The result has one row;
-    apply it with ``align="all"``.
+    apply it with ``align="all"``. ``site`` reads another hook point of the layer (as in :func:`actadd_vector`).
 
     >>> from actlens.models.tiny import tiny_model
     >>> v = mean_diff_vector(tiny_model(), [("I love it", "I hate it"), ("Great", "Awful")], layer=1)
@@ -120,7 +125,7 @@ def mean_diff_vector(
     """
     layer = check_layer(model, layer)
     return mean_diff_vectors(model, pairs, [layer], read_position=read_position, centre=centre,
-                             batch_size=batch_size)[layer]
+                             batch_size=batch_size, site=site)[layer]
 
 
 def mean_diff_vectors(
@@ -131,6 +136,7 @@ def mean_diff_vectors(
     read_position: ReadPosition | int = "last",
     centre: Sequence[str] | None = None,
     batch_size: int = 16,
+    site: Site = "resid_pre",
 ) -> dict[int, SteeringVector]:
     """:func:`mean_diff_vector` at each of ``layers``, from one pass over the texts.
 
@@ -140,6 +146,7 @@ def mean_diff_vectors(
     >>> torch.allclose(vs[2].values, mean_diff_vector(model, [("I love it", "I hate it")], 2).values)
     True
     """
+    site = check_site(model, site)
     layers = _layers(model, layers)
     pairs = list(pairs)
     if not pairs:
@@ -148,7 +155,7 @@ def mean_diff_vectors(
     pos = _validation.texts("positives", [p for p, _ in pairs])
     if isinstance(read_position, str):
         _validation.choice("read_position", read_position, ("last", "mean"))
-    pos_acts, pos_ids = _read(model, pos, layers, read_position, batch_size)
+    pos_acts, pos_ids = _read(model, pos, layers, read_position, batch_size, site)
     if centre is not None:
         neg = _validation.texts("centre", centre)
         kind = "mean_centred"
@@ -156,10 +163,10 @@ def mean_diff_vectors(
         # An empty negative (e.g. " weddings" vs "") is read at its BOS, as ActAdd pads it.
         neg = _validation.texts("negatives", [n for _, n in pairs], allow_empty_string=True)
         kind = "mean_diff"
-    neg_acts, neg_ids = _read(model, neg, layers, read_position, batch_size)
+    neg_acts, neg_ids = _read(model, neg, layers, read_position, batch_size, site)
     return {layer: from_values(model, layer, (pos_acts[layer].mean(0) - neg_acts[layer].mean(0))[None], kind,
                          bos_row=False, plus=tuple(pos), minus=tuple(neg), plus_tokens=tuple(map(tuple, pos_ids)),
-                         minus_tokens=tuple(map(tuple, neg_ids)), read_position=str(read_position))
+                         minus_tokens=tuple(map(tuple, neg_ids)), read_position=str(read_position), site=site)
             for layer in layers}
 
 __all__ = [

@@ -26,6 +26,7 @@ from transformer_lens import TransformerBridge
 
 from actlens.core import schema as _schema
 from actlens.core import validation as _validation
+from actlens.core.types import SITES
 from actlens.models.model import ModelIdentity, hook_name, identity, n_layers
 
 FORMAT = "actlens.steering_vector/1"
@@ -59,7 +60,8 @@ def _codec(name: str) -> Codec:
 
 @dataclass(frozen=True, eq=False)
 class SteeringVector:
-    """Per-position values ``[k, d_model]`` to add at ``blocks.{layer}.hook_resid_pre``.
+    """Per-position values ``[k, d_model]`` to add at ``blocks.{layer}.hook_{site}`` (``site``: ``resid_pre``
+    unless the vector was read elsewhere; files written before sites existed load as ``resid_pre``).
 
     ``bos_row`` says whether row 0 belongs to the BOS position (ActAdd vectors: both prompts
     start with BOS, so that row is zero); front alignment then starts at position 0, and
@@ -85,6 +87,11 @@ class SteeringVector:
     # each minus text, and a fingerprint of the chat template they were rendered with.
     read_positions: tuple[tuple[int, ...], ...] = ()
     chat_template: str | None = None
+    site: str = "resid_pre"  # one of actlens.core.types.SITES
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            _validation.choice("site", self.site, SITES)
 
     @property
     def values(self) -> Float[Tensor, "pos d_model"]:
@@ -100,8 +107,17 @@ class SteeringVector:
 
     @property
     def hook_name(self) -> str:
-        """Where the vector is added: ``blocks.{layer}.hook_resid_pre``."""
-        return hook_name(self.layer)
+        """Where the vector was read and is added: ``blocks.{layer}.hook_{site}``."""
+        return hook_name(self.layer, self.site)
+
+    def require_site(self, site: str = "resid_pre", *, where: str) -> "SteeringVector":
+        """``self`` if it lives at ``site``; else an error naming ``where`` needs it (no silent re-siting)."""
+        if self.site != site:
+            raise ValueError(
+                f"{where} works on vectors at {site!r}, but this vector was read at {self.site!r} "
+                f"({self.hook_name}); extract one with site={site!r}, or use steer / generate / kl_per_token / "
+                "mediation, which honour every site")
+        return self
 
     @property
     def k(self) -> int:
@@ -116,8 +132,9 @@ class SteeringVector:
             pair = f", plus={self.plus[0]!r}, minus={self.minus[0]!r}"
         else:
             pair = f", {len(self.plus)} positive and {len(self.minus)} negative texts" if self.plus else ""
+        at = "" if self.site == "resid_pre" else f", site={self.site!r}"
         return (
-            f"SteeringVector({self.kind}, layer={self.layer}, k={self.k}, d_model={self.d_model}, "
+            f"SteeringVector({self.kind}, layer={self.layer}{at}, k={self.k}, d_model={self.d_model}, "
             f"model={self.model.name!r}{pair})"
         )
 
@@ -168,6 +185,7 @@ class SteeringVector:
     def to_gguf(self, path: str | os.PathLike, *, reduce: Literal["error", "sum", "mean", "position"] = "error",
                 position: int | None = None, model_hint: str | None = None) -> Path:
         """Write a llama.cpp control vector; see :func:`actlens.vectors.gguf.to_gguf` (lossy for k > 1)."""
+        self.require_site("resid_pre", where="a llama.cpp control vector (added to layer outputs)")
         return _codec("gguf").write(self, path, reduce=reduce, position=position, model_hint=model_hint)
 
     @staticmethod
@@ -178,6 +196,8 @@ class SteeringVector:
     # --- save / load: safetensors with JSON metadata, never pickle -----------------------
     def metadata(self) -> dict:
         meta = {k: v for k, v in asdict(self).items() if k != "_values"}
+        if meta["site"] == "resid_pre":  # resid_pre files stay as they were before sites, readable by older actlens
+            del meta["site"]
         meta["hook_name"] = self.hook_name  # recorded for readers of the file; derived from the layer on load
         meta["format"] = FORMAT
         return meta
@@ -229,9 +249,10 @@ def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
                           n_layers=m.integer("n_layers", low=1), d_vocab=m.integer("d_vocab", low=1))
     m.no_others()
     layer = f.integer("layer", high=model.n_layers)
-    if f.text("hook_name") != hook_name(layer):
-        raise ValueError(f"{path}: metadata['hook_name'] is {f.obj['hook_name']!r} but layer is {layer}, whose hook "
-                         f"is {hook_name(layer)!r}; the file is inconsistent")
+    site = f.get("site", lambda v: v in SITES, f"one of {list(SITES)}", default="resid_pre")  # older files: resid_pre
+    if f.text("hook_name") != hook_name(layer, site):
+        raise ValueError(f"{path}: metadata['hook_name'] is {f.obj['hook_name']!r} but layer {layer} at site {site!r} "
+                         f"is {hook_name(layer, site)!r}; the file is inconsistent")
     out = dict(
         layer=layer, kind=f.text("kind"), model=model,
         compatibility_mode=f.boolean("compatibility_mode"), bos_row=f.boolean("bos_row"),
@@ -242,7 +263,7 @@ def _fields_from_file(path: Path, text: str, values: Tensor) -> dict:
         pad_source=f.text("pad_source", default=None, none=True),
         read_position=f.text("read_position", default=None, none=True), notes=f.text("notes", default=""),
         read_positions=f.int_lists("read_positions", default=[]),  # files from before chat vectors lack it
-        chat_template=f.text("chat_template", default=None, none=True),
+        chat_template=f.text("chat_template", default=None, none=True), site=site,
     )
     shape = f.get("shape", lambda v: isinstance(v, list) and len(v) == 2 and all(_schema.is_int(x) for x in v),
                   "[k, d_model]", default=None)

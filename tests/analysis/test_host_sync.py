@@ -187,7 +187,7 @@ def test_steering_hooks_do_not_read_the_vector(tiny_models):
     # on the CPU, equal vectors still share a hook term: Addition.key compares values there
     from actlens.steering.intervene import additions
 
-    a, b = (additions(model, v.with_values(v.values.clone()), 2.0)[1][0] for _ in range(2))
+    a, b = (additions(model, v.with_values(v.values.clone()), 2.0)[hook_name(1)][0] for _ in range(2))
     assert a.key() == b.key()
 
 
