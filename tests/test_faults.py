@@ -422,7 +422,7 @@ def test_store_from_another_model_with_the_same_name_is_refused(llama, tmp_path)
     _sweep(llama, out, limit=2)
     other = tiny_model("llama", seed=1)  # same name, architecture and shape; other weights
     with pytest.raises(ValueError, match=r"s\.jsonl holds results of a different configuration: "
-                                         r"model\.weights_sha256 \('[0-9a-f]+' in the file, '[0-9a-f]+' now\)"):
+                                         r"model\.weights_checksum \('[0-9a-f]+' in the file, '[0-9a-f]+' now\)"):
         _sweep(other, out)
     with pytest.raises(ValueError, match=r"model\.dtype \('torch.float32' in the file, 'torch.bfloat16' now\)"):
         _sweep(tiny_model("llama").to(torch.bfloat16), out)
@@ -651,3 +651,48 @@ def test_a_stopped_measurement_keeps_the_conditions_it_finished(tiny_models, mon
     rows = json.loads(out.read_text())
     assert [r["condition"] for r in rows] == ["unsteered"] * 6 + [recipe.label] * 6
     assert not list(tmp_path.glob("*.partial"))
+
+
+# --- issue 22: a results file actlens did not write is never touched ------------------------------
+FOREIGN_FILES = {
+    "one-json-line-no-newline": b"[]",
+    "one-object-line": b'{"name": "x", "value": 1}\n',
+    "three-lines-no-final-newline": b'{"a": 1}\n{"a": 2}\n{"a": 3}',
+    "binary": bytes(range(256)) * 4,
+    "binary-with-newlines": b"\x00\xff\n\x89PNG\r\n\x1a\n" + os.urandom(300),
+    "text": b"hello\nworld\n",
+    "a-header-like-object": b'{"format": "other.results/1", "config": {}}\n{"x": 1}',
+    "blank-first-line": b"\n\n{}",
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN_FILES))
+def test_foreign_results_file_is_refused_and_left_byte_for_byte(llama, tmp_path, case):
+    """The issue's data loss: the torn-line repair used to truncate before the header was checked."""
+    out = tmp_path / "other.jsonl"
+    out.write_bytes(FOREIGN_FILES[case])
+    for _ in range(2):  # a second run must not overwrite it either
+        with pytest.raises(ValueError, match=r"other\.jsonl is not an actlens results file .*left as it is"):
+            _sweep(llama, out)
+        assert out.read_bytes() == FOREIGN_FILES[case]
+
+
+def test_empty_file_is_adopted_and_a_torn_header_of_ours_restarted(llama, tmp_path):
+    """An empty file holds nothing to lose (e.g. made by mkstemp); our own header cut mid-write is redone."""
+    out = tmp_path / "s.jsonl"
+    out.touch()
+    assert _sweep(llama, out).computed == 8
+    header = out.read_bytes().splitlines(keepends=True)[0]
+    out.write_bytes(header[:40])
+    assert _sweep(llama, out).computed == 8 and out.read_bytes().startswith(header)
+
+
+def test_store_of_another_configuration_is_left_untouched_even_with_a_torn_line(llama, tmp_path):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=3)
+    torn = out.read_bytes() + b'{"condition": "unst'
+    out.write_bytes(torn)
+    with pytest.raises(ValueError, match="different configuration: grid.seeds"):
+        _sweep(llama, out, seeds=(5,))
+    assert out.read_bytes() == torn
+    assert _sweep(llama, out).computed == 8 - 3  # the same configuration repairs its own torn line
