@@ -34,7 +34,7 @@ from actlens import metrics as _metrics
 from actlens._store import Store
 from actlens.batched import Request, encode_rows, generate_rows
 from actlens.grid import CONTROLS, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
-from actlens.model import check_layer, fingerprint
+from actlens.model import LEGACY_FINGERPRINT, check_layer, fingerprint
 from actlens.sampling import SAMPLER, Sampling, key_seed
 from actlens.vectors import SteeringVector, random_like
 
@@ -244,7 +244,8 @@ def sweep(
 def _run(runner, backend: str, grid: Grid, sampling: Sampling, fns: dict, out, batch_size: int, progress: bool,
          limit: int | None) -> SweepResult:
     config = runner.config(grid, sampling, sorted(fns))
-    store = Store(out, config, key=_key) if out is not None else None
+    legacy = config | {"model": {k: v for k, v in config["model"].items() if k in LEGACY_FINGERPRINT}}
+    store = Store(out, config, key=_key, legacy=legacy) if out is not None else None
     try:
         return _resume(runner, backend, grid, sampling, fns, config, store, batch_size, progress, limit)
     finally:

@@ -696,3 +696,86 @@ def test_store_of_another_configuration_is_left_untouched_even_with_a_torn_line(
         _sweep(llama, out, seeds=(5,))
     assert out.read_bytes() == torn
     assert _sweep(llama, out).computed == 8 - 3  # the same configuration repairs its own torn line
+
+
+# --- issue 22: the model fingerprint covers every parameter and buffer, as they are now -----------
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "native"])
+def test_fingerprint_sees_a_change_to_any_element_of_any_parameter_or_buffer(arch):
+    from actlens.model import fingerprint
+    from actlens.tiny import tiny_model
+
+    model = tiny_model(arch)
+    base = fingerprint(model)["weights_checksum"]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    assert len(tensors) > 30
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in tensors:
+            flat = tensor.view(-1)
+            i = int(torch.randint(flat.numel(), (1,), generator=gen))
+            before = flat[i].clone()
+            if tensor.dtype == torch.bool:
+                flat[i] = ~before
+            else:
+                flat[i] = before + 1 if not tensor.is_floating_point() else before * (1 + 2 ** -20) + 2 ** -40
+            assert fingerprint(model)["weights_checksum"] != base, f"a change to {name}[{i}] was not seen"
+            flat[i] = before
+    assert fingerprint(model)["weights_checksum"] == base
+
+
+def test_fingerprint_is_unchanged_by_running_the_model(tiny_hf_model):
+    import actlens
+    from actlens.model import fingerprint
+
+    before = fingerprint(tiny_hf_model)
+    actlens.generate(tiny_hf_model, ["Hi there", "Yo"], max_new_tokens=3, chat=False)
+    assert fingerprint(tiny_hf_model) == before
+
+
+def test_weights_edited_in_memory_after_a_sweep_are_refused_on_resume(tmp_path):
+    """The issue's silent wrong result: an edited MLP layer left the 3-tensor hash unchanged."""
+    from actlens.tiny import tiny_model
+
+    model, out = tiny_model("llama"), tmp_path / "s.jsonl"
+    _sweep(model, out, limit=2)
+    hf_name = next(n for n, _ in model.named_parameters() if "layers.2." in n and "down_proj" in n)
+    with torch.no_grad():
+        dict(model.named_parameters())[hf_name].mul_(-4)
+    with pytest.raises(ValueError, match=r"model\.weights_checksum \('[0-9a-f]+' in the file"):
+        _sweep(model, out)
+
+
+def _rewrite_header(out: Path, edit) -> None:
+    from actlens._store import config_hash
+
+    lines = out.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["config"] = edit(header["config"])
+    header["config_hash"] = config_hash(header["config"])
+    out.write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("device", "cuda", r"model\.device \('cuda' in the file, 'cpu' now\)"),
+    ("dtype", "torch.bfloat16", r"model\.dtype \('torch.bfloat16' in the file, 'torch.float32' now\)"),
+])
+def test_store_from_another_device_or_dtype_is_refused_naming_it(llama, tmp_path, field, value, words):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=2)
+    _rewrite_header(out, lambda c: c | {"model": c["model"] | {field: value}})
+    with pytest.raises(ValueError, match=words):
+        _sweep(llama, out)
+
+
+def test_store_with_the_older_sampled_fingerprint_resumes_with_a_notice(llama, tmp_path, capsys):
+    from actlens.model import LEGACY_FINGERPRINT
+    from actlens.tiny import tiny_model
+
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=2)
+    _rewrite_header(out, lambda c: c | {"model": {k: v for k, v in c["model"].items() if k in LEGACY_FINGERPRINT}})
+    capsys.readouterr()
+    assert _sweep(llama, out).computed == 8 - 2
+    assert "sampled 3 weight tensors" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"model\.weights_sha256"):  # other weights: still refused
+        _sweep(tiny_model("llama", seed=1), out)
