@@ -29,11 +29,11 @@ from typing import Literal, Union, get_args
 import pandas as pd
 from transformer_lens import TransformerBridge
 
-from actlens import _validation
+from actlens import _schema, _validation
 from actlens import metrics as _metrics
 from actlens._store import Store
 from actlens.batched import Request, encode_rows, generate_rows
-from actlens.grid import CONTROLS, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
+from actlens.grid import CONTROLS, Condition, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
 from actlens.model import LEGACY_FINGERPRINT, check_layer, fingerprint
 from actlens.sampling import SAMPLER, Sampling, key_seed
 from actlens.vectors import SteeringVector, random_like
@@ -76,6 +76,66 @@ def _key(record: Mapping) -> tuple:
     layer, coeff = record["layer"], record["coeff"]
     return (record["condition"], record["vector"], None if layer is None else int(layer),
             None if coeff is None else float(coeff), record["prompt"], int(record["seed"]))
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _unit(v: object) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+# Range checks of the default metrics (sentiment is VADER's compound score; the others are recomputed).
+_RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "sentiment": (lambda v: _number(v) and -1 <= v <= 1, "a number in [-1, 1]"),
+    "positive": (lambda v: v in (0, 1) and _number(v), "0.0 or 1.0"),
+}
+_RECOMPUTED = ("topic_hit", "topic_count", "distinct_1", "distinct_2", "repetition_4", "words")
+
+
+def record_check(metrics: Mapping[str, Callable[[str], float]], max_new_tokens: int) -> Callable[[dict, str], None]:
+    """The schema of a sweep record, as a ``check(record, where)`` for :class:`actlens._store.Store`.
+
+    Key fields of the right types and consistent with the condition, the completion, ``n_tokens``
+    in ``[0, max_new_tokens]``, every metric and nothing else; the default metrics must be in
+    their range and agree with the completion (the cheap ones are recomputed from it, ``positive``
+    with ``sentiment``).
+    """
+    def check(record: dict, where: str) -> None:
+        f = _schema.Fields(where, "record", record)
+        condition = f.get("condition", lambda v: v in get_args(Condition), f"one of {list(get_args(Condition))}")
+        steered = condition in ("steered", "random")
+        f.get("vector", lambda v: isinstance(v, str) and (bool(v) or condition == "unsteered")
+              and (not v or condition != "unsteered"), "the vector's name ('' for unsteered)")
+        f.get("layer", (lambda v: _schema.is_int(v) and v >= 0) if steered else (lambda v: v is None),
+              f"{'an int >= 0' if steered else 'null'} for condition {condition!r}")
+        f.get("coeff", (lambda v: _number(v) and math.isfinite(v)) if steered else (lambda v: v is None),
+              f"{'a finite number' if steered else 'null'} for condition {condition!r}")
+        f.text("prompt")
+        f.integer("seed", high=2**63)
+        completion = f.text("completion")
+        f.integer("n_tokens", high=max_new_tokens + 1)
+        for name, fn in metrics.items():
+            default = _metrics.TEXT_METRICS.get(name) is fn
+            test, expected = _RANGES.get(name, (_number, "a number")) if default else (_number, "a number")
+            value = f.get(name, test, expected)
+            if default and name in _RECOMPUTED and _canon(value) != _canon(float(fn(completion))):
+                raise f._fail(name, f"{float(fn(completion))!r} ({name} of the record's completion)", value)
+        if default_pair(metrics) and record["positive"] != float(record["sentiment"] >= 0.05):
+            raise f._fail("positive", f"{float(record['sentiment'] >= 0.05)} (sentiment is {record['sentiment']})",
+                          record["positive"])
+        f.no_others()
+
+    return check
+
+
+def default_pair(metrics: Mapping) -> bool:
+    return all(_metrics.TEXT_METRICS.get(n) is metrics.get(n) for n in ("sentiment", "positive"))
+
+
+def _canon(value: float) -> object:
+    return "nan" if isinstance(value, float) and math.isnan(value) else float(value)
 
 
 @dataclass
@@ -245,7 +305,8 @@ def _run(runner, backend: str, grid: Grid, sampling: Sampling, fns: dict, out, b
          limit: int | None) -> SweepResult:
     config = runner.config(grid, sampling, sorted(fns))
     legacy = config | {"model": {k: v for k, v in config["model"].items() if k in LEGACY_FINGERPRINT}}
-    store = Store(out, config, key=_key, legacy=legacy) if out is not None else None
+    check = record_check(fns, sampling.max_new_tokens)
+    store = Store(out, config, key=_key, check=check, legacy=legacy) if out is not None else None
     try:
         return _resume(runner, backend, grid, sampling, fns, config, store, batch_size, progress, limit)
     finally:

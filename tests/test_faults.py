@@ -468,7 +468,7 @@ def test_second_writer_is_refused_while_the_first_runs(llama, tmp_path):
 @pytest.mark.parametrize("line, words", [
     ("{not json", "not a JSON record"),
     ("[1, 2]", "expected a JSON object, got list"),
-    ('{"condition": "steered"}', "a record without its key fields"),
+    ('{"condition": "steered"}', "record lacks the required field 'vector'"),
 ])
 def test_corrupt_line_names_file_and_line_number(llama, tmp_path, line, words):
     out = tmp_path / "s.jsonl"
@@ -779,3 +779,74 @@ def test_store_with_the_older_sampled_fingerprint_resumes_with_a_notice(llama, t
     assert "sampled 3 weight tensors" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"model\.weights_sha256"):  # other weights: still refused
         _sweep(tiny_model("llama", seed=1), out)
+
+
+# --- issue 22: every store record is checked against the sweep's schema on resume -----------------
+def _edit_record(out: Path, line: int, edit) -> None:
+    lines = out.read_text().splitlines()
+    lines[line - 1] = edit(json.loads(lines[line - 1]))
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _keys_only(r):
+    return json.dumps({k: r[k] for k in ("condition", "vector", "layer", "coeff", "prompt", "seed")})
+
+
+BAD_RECORDS = {
+    # name: (edit of line 7, a steered row; expected words after "s.jsonl, line 7: ")
+    "only-key-fields": (_keys_only, r"record lacks the required field 'completion'"),
+    "sentiment-a-string": (lambda r: json.dumps(r | {"sentiment": "very happy"}),
+                           r"record\['sentiment'\] must be a number in \[-1, 1\], got str 'very happy'"),
+    "sentiment-out-of-range": (lambda r: json.dumps(r | {"sentiment": 3.0}), r"record\['sentiment'\] must be"),
+    "negative-n_tokens": (lambda r: json.dumps(r | {"n_tokens": -5}), r"record\['n_tokens'\] must be an int >= 0"),
+    "too-many-tokens": (lambda r: json.dumps(r | {"n_tokens": 99}), r"record\['n_tokens'\] must be an int >= 0 "
+                                                                    r"and < 4"),
+    "layer-a-word": (lambda r: json.dumps(r | {"layer": "one"}), r"record\['layer'\] must be an int >= 0"),
+    "seed-a-float": (lambda r: json.dumps(r | {"seed": 1.7}), r"record\['seed'\] must be an int >= 0"),
+    "seed-a-bool": (lambda r: json.dumps(r | {"seed": True}), r"record\['seed'\] must be an int >= 0"),
+    "condition-unknown": (lambda r: json.dumps(r | {"condition": "boosted"}), r"record\['condition'\] must be one"),
+    "coeff-on-a-control": (lambda r: json.dumps(r | {"condition": "unsteered", "vector": ""}),
+                           r"record\['layer'\] must be null for condition 'unsteered'"),
+    "completion-a-number": (lambda r: json.dumps(r | {"completion": 5}), r"record\['completion'\] must be a string"),
+    "words-disagree": (lambda r: json.dumps(r | {"words": r["words"] + 3}),
+                       r"record\['words'\] must be [0-9.]+ \(words of the record's completion\)"),
+    "positive-disagrees": (lambda r: json.dumps(r | {"sentiment": 0.9, "positive": 0.0}),
+                           r"record\['positive'\] must be 1.0 \(sentiment is 0.9\)"),
+    "metric-missing": (lambda r: json.dumps({k: v for k, v in r.items() if k != "distinct_2"}),
+                       "record lacks the required field 'distinct_2'"),
+    "unknown-field": (lambda r: json.dumps(r | {"note": "x"}), r"record has unknown fields \['note'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECORDS))
+def test_bad_store_record_names_file_line_and_field(llama, tmp_path, case):
+    edit, words = BAD_RECORDS[case]
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=6)
+    assert json.loads(out.read_text().splitlines()[6])["condition"] == "steered"
+    _edit_record(out, 7, edit)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=rf"s\.jsonl, line 7: {words}"):
+        _sweep(llama, out)
+    assert out.read_bytes() == before
+
+
+def test_duplicate_records_exact_ones_dropped_conflicting_ones_refused(llama, tmp_path):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=4)
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines + [lines[2]]) + "\n")  # a batch written twice
+    assert _sweep(llama, out, limit=1).computed == 1
+    other = json.loads(lines[2])
+    other["completion"] += " and more"
+    other |= text_metrics(other["completion"])
+    out.write_text(out.read_text() + json.dumps(other) + "\n")
+    with pytest.raises(ValueError, match=r"s\.jsonl, line 8: a second record for .* that differs from the first "
+                                         r"\(completion"):
+        _sweep(llama, out)
+
+
+def text_metrics(text):
+    from actlens.metrics import text_metrics
+
+    return text_metrics(text)
