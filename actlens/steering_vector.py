@@ -57,6 +57,16 @@ class SteeringVector:
     read_positions: tuple[tuple[int, ...], ...] = ()
     chat_template: str | None = None
 
+    def __post_init__(self) -> None:
+        # Every way a vector is made (builders, from_values, with_values, random_like) ends here.
+        finite = torch.isfinite(self._values)
+        if not bool(finite.all()):
+            rows = sorted({int(r) for r in (~finite).nonzero()[:, 0].tolist()})
+            raise ValueError(
+                f"a {self.kind} steering vector at layer {self.layer} would hold {int((~finite).sum())} non-finite "
+                f"values (nan or inf) in row(s) {rows[:8]}; a vector must be finite: check the values passed, or "
+                f"the activations they came from (float16 models can overflow; load with dtype=torch.float32)")
+
     @property
     def values(self) -> Float[Tensor, "pos d_model"]:
         """A copy of the values (the vector itself never changes)."""

@@ -850,3 +850,61 @@ def text_metrics(text):
     from actlens.metrics import text_metrics
 
     return text_metrics(text)
+
+
+# --- issue 22: vectors are checked where they are made, and their strength where they are applied -----
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.unchecked
+def test_non_finite_vector_values_are_refused_wherever_a_vector_is_made(llama, bad):
+    import actlens
+    from actlens.vectors import from_values
+
+    good = actlens.actadd_vector(llama, "Love", "Hate", 1)
+    values = good.values
+    values[1, 3] = bad
+    with pytest.raises(ValueError, match=r"actadd steering vector at layer 1 would hold 1 non-finite values .*row\(s\) \[1\]"):
+        good.with_values(values)
+    with pytest.raises(ValueError, match="non-finite values"):
+        from_values(llama, 1, values, "imported", bos_row=False)
+
+
+def test_a_builder_on_a_model_that_overflows_is_refused():
+    import actlens
+    from actlens.tiny import tiny_model
+
+    model = tiny_model("llama")
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "embed" in n).fill_(float("inf"))
+    with pytest.raises(ValueError, match="non-finite values"):
+        actlens.actadd_vector(model, "Love", "Hate", 1)
+    with pytest.raises(ValueError, match="non-finite values"):
+        actlens.mean_diff_vector(model, [("good", "bad")], 1)
+
+
+@pytest.mark.parametrize("coeff, scale", [(1e308, 1.0), (1e30, 1.0), (1.0, 1e38), (-1e300, 1.0)])
+def test_a_strength_that_overflows_the_model_is_an_error_that_says_so(llama, coeff, scale):
+    import actlens
+
+    vector = actlens.actadd_vector(llama, "Love", "Hate", 1)
+    vector = vector.with_values(vector.values * scale)
+    with pytest.raises(ValueError, match=r"overflows the model's numbers \(torch\.float32"):
+        actlens.generate(llama, "I think", vector=vector, coeff=coeff, max_new_tokens=2)
+    with pytest.raises(ValueError, match="overflows"), actlens.steer(llama, vector, coeff):
+        pass
+    assert len(actlens.generate(llama, "I think", vector=vector.with_values(vector.values / scale), coeff=8.0,
+                                max_new_tokens=2).completions) == 1
+
+
+def test_diagnose_refuses_a_vector_of_another_model_before_printing(tmp_path, capsys):
+    import actlens
+    from actlens.cli import main
+    from actlens.tiny import tiny_model
+
+    narrow = actlens.actadd_vector(tiny_model("llama", d_model=32), "Love", "Hate", 1).save(tmp_path / "n.safetensors")
+    assert main(["diagnose", "--model", "tiny", "--vector", str(narrow)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "n.safetensors" in captured.err and "d_model 32 vs 64" in captured.err
+    other = actlens.actadd_vector(tiny_model("gpt2"), "Love", "Hate", 1).save(tmp_path / "g.safetensors")
+    assert main(["diagnose", "--model", "tiny", "--vector", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "was extracted on model" in captured.err
