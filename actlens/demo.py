@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from actlens import generation, metrics
+from actlens import _validation, generation, metrics
 from actlens.model import load_model
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 
@@ -149,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     position = 1 if align == "all" and kind == "actadd" else None
     s = Recipe(kind=kind, layer=layer, coeff=coeff, align=align, position=position,
                  plus=args.plus, minus=args.minus, max_new_tokens=args.max_new_tokens)
+    if kind == "actadd":  # an empty or same-text pair is refused before the model loads
+        _validation.actadd_pair(s.plus, s.minus)
     chat = getattr(args, "chat", False)
     prompts = args.prompt or [CHAT_TURNS[0] if chat else default.prompt]
     model = load_model(args.model)

@@ -60,6 +60,8 @@ def pair_spec(plus: str, minus: str, *, name: str | None = None, align: Align = 
     >>> pair_spec("Love", "Hate").name, pair_spec(" weddings", " ").prefix
     ('Love-Hate', 'weddings ')
     """
+    _validation.actadd_pair(_validation.texts("plus", [plus], allow_empty_string=True)[0],
+                            _validation.texts("minus", [minus], allow_empty_string=True)[0])
     if prefix == "auto":
         prefix = f"{plus.strip()} " if plus.strip() else None
     return VectorSpec(name or f"{plus.strip()}-{minus.strip()}", lambda m, layer: actadd_vector(m, plus, minus, layer),
@@ -102,7 +104,9 @@ class Setting:
 
 @dataclass(frozen=True)
 class Grid:
-    """The settings of a sweep. Coefficients must be finite; every list must be non-empty."""
+    """The settings of a sweep. Coefficients must be finite; every list must be non-empty and hold
+    each value once (a repeated layer, coefficient, prompt, seed or control is an error: rows are
+    keyed by setting, prompt and seed, so repeats could only be collapsed); vector names are unique."""
 
     vectors: Sequence[VectorSpec]  # any sequences; stored as tuples
     layers: Sequence[int]
@@ -128,6 +132,14 @@ class Grid:
                            ("controls", controls),
                            ("control_seed", _validation.seed(self.control_seed, name="control_seed"))):
             object.__setattr__(self, key, value)
+        for key in ("layers", "coeffs", "prompts", "seeds", "controls"):
+            values = getattr(self, key)
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:  # rows are keyed by (setting, prompt, seed): a repeat would be collapsed into one row
+                raise ValueError(
+                    f"Grid {key} has repeated values {repeated}; every row of a sweep is keyed by its setting, "
+                    f"prompt and seed, so repeats would be collapsed. Pass each value once (for more samples of "
+                    f"one setting, add seeds)")
 
     def settings(self) -> list[Setting]:
         """Unsteered first, then per vector: prompting, then steered and random per layer and coefficient."""

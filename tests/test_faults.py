@@ -908,3 +908,49 @@ def test_diagnose_refuses_a_vector_of_another_model_before_printing(tmp_path, ca
     assert main(["diagnose", "--model", "tiny", "--vector", str(other)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "was extracted on model" in captured.err
+
+
+# --- issue 22: empty or same-token ActAdd pairs, Grid duplicates ---------------------------------------
+@pytest.mark.parametrize("plus, minus, words", [
+    ("", "", "is empty"), ("Love", "Love", "same text on both sides"),
+    ("", " ", "tokenises identically"),  # the empty side is padded with the space token
+])
+def test_empty_or_identical_actadd_pairs_are_errors(llama, plus, minus, words):
+    import actlens
+    from actlens.chat_vectors import chat_actadd_vector
+    from actlens.sweeps import pair_spec
+    from actlens.vectors import actadd_vectors
+
+    with pytest.raises(ValueError, match=words):
+        actlens.actadd_vector(llama, plus, minus, 1)
+    with pytest.raises(ValueError, match=words):
+        actadd_vectors(llama, plus, minus, [1, 2])
+    if plus != "" or minus != " ":  # text-only checks; the token check runs when the spec builds
+        with pytest.raises(ValueError, match=words):
+            pair_spec(plus, minus)
+    else:
+        with pytest.raises(ValueError, match=words):
+            pair_spec(plus, minus).build(llama, 1)
+    if plus:
+        with pytest.raises(ValueError, match=words):
+            chat_actadd_vector(llama, plus, minus, 1)
+    assert actlens.actadd_vector(llama, " weddings", "", 1).k >= 2  # an empty minus side is fine
+
+
+@pytest.mark.parametrize("argv", [["steer", "--plus", "", "--minus", ""], ["steer", "--plus", "Hi", "--minus", "Hi"]])
+def test_cli_refuses_an_empty_pair_before_loading(no_model, capsys, argv):
+    from actlens.cli import main
+
+    assert main(argv) == 2
+    assert "its vector would be zero" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, values", [("prompts", ["Hi", "Yo", "Hi"]), ("seeds", [0, 1, 0]),
+                                         ("coeffs", [1, 2.0, 1.0]), ("layers", [1, 1]),
+                                         ("controls", ["random", "random"])])
+def test_grid_refuses_repeated_values(key, values):
+    from actlens.sweeps import Grid, pair_spec
+
+    kw = dict(layers=[1], coeffs=[1.0], prompts=["Hi"], seeds=[0]) | {key: values}
+    with pytest.raises(ValueError, match=rf"Grid {key} has repeated values .*Pass each value once"):
+        Grid([pair_spec("Love", "Hate")], **kw)
