@@ -265,6 +265,9 @@ def load_model(
     name = str(name_or_model)
     from actlens import embedded, local_gguf
 
+    if not name.strip():
+        raise ValueError(f"the model name is empty; pass an embedded model {embedded.names()}, a GGUF file, a model "
+                         "folder or the name of a hub model in the local cache")
     known = embedded.lookup(name)
     if known is not None:
         directory, name = embedded.converted_dir(known.name), known.name
@@ -272,6 +275,10 @@ def load_model(
         directory = local_gguf.converted_file(gguf_file)
     elif Path(name).expanduser().is_dir():
         directory = Path(name).expanduser()
+        if not (directory / "config.json").is_file():
+            raise ValueError(f"unknown model {name!r}: the folder holds neither config.json (a Hugging Face model "
+                             f"folder) nor a .gguf file; pass such a folder, a GGUF file or an embedded model "
+                             f"{embedded.names()}")
     else:
         directory = _hub_snapshot(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer

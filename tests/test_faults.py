@@ -954,3 +954,52 @@ def test_grid_refuses_repeated_values(key, values):
     kw = dict(layers=[1], coeffs=[1.0], prompts=["Hi"], seeds=[0]) | {key: values}
     with pytest.raises(ValueError, match=rf"Grid {key} has repeated values .*Pass each value once"):
         Grid([pair_spec("Love", "Hate")], **kw)
+
+
+# --- issue 22: the command line: negative numbers, seed ranges, flags that need another flag, names ------
+@pytest.mark.parametrize("value, expected", [("-1e3", -1000.0), ("-2.5E-1", -0.25), ("-.5", -0.5), ("-4", -4.0),
+                                             ("-1.5", -1.5)])
+def test_cli_negative_coefficients_parse_in_the_usual_forms(monkeypatch, value, expected):
+    from actlens import demo
+    from actlens.cli import main
+
+    seen = {}
+    monkeypatch.setattr(demo, "run", lambda args: seen.setdefault("coeff", args.coeff) and 0)
+    assert main(["steer", "--coeff", value, "--layer", "3"]) == 0
+    assert seen["coeff"] == expected
+
+
+def test_cli_negative_value_of_a_flag_in_diagnose_parses(capsys):
+    from actlens.cli import main
+
+    # "--layer -1e3" reaches the flag's own type check (a value), not argparse's "expected one argument"
+    with pytest.raises(SystemExit) as info:
+        main(["diagnose", "--model", "tiny", "--plus", "Love", "--minus", "Hate", "--layer", "-1e3"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "argument --layer: invalid int value: '-1e3'" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["steer", "--seed", str(2**63 - 1), "--n", "2"], r"needs seeds up to 9223372036854775808, beyond the largest "
+                                                     r"seed .*pass --seed at most 9223372036854775806"),
+    (["steer", "--seed", str(2**63)], "beyond the largest seed"),
+    (["demo", "--measure", "--seed", str(2**63 - 2)], "pass --seed at most 9223372036854775805"),
+    (["demo", "--measure-out", "m.json"], "--measure-out writes the completions of --measure; pass --measure"),
+    (["demo", "--measure", "--save", "v.safetensors"], "--save does nothing with --measure"),
+    (["steer", "--model", ""], r"--model is empty; pass an embedded model \['smollm2-135m'"),
+])
+def test_cli_ranges_and_flag_combinations_are_checked_before_loading(no_model, capsys, argv, words):
+    from actlens.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(words, err)
+
+
+@pytest.mark.parametrize("name, words", [("", "the model name is empty"),
+                                         (".", "the folder holds neither config.json")])
+def test_empty_or_unknown_model_names_get_actlens_message(name, words):
+    import actlens
+
+    with pytest.raises(ValueError, match=rf"{words}.*\['smollm2-135m'"):
+        actlens.load_model(name)
