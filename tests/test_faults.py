@@ -1003,3 +1003,90 @@ def test_empty_or_unknown_model_names_get_actlens_message(name, words):
 
     with pytest.raises(ValueError, match=rf"{words}.*\['smollm2-135m'"):
         actlens.load_model(name)
+
+
+# --- issue 22: cache housekeeping, and chat decoding that stops at the end of the turn ---------------
+def test_a_cache_folder_replaced_by_a_file_leaves_nothing_behind(src, tmp_path):
+    root = tmp_path / "c"
+    directory = _load(src, root)
+    import shutil
+
+    shutil.rmtree(directory)
+    directory.write_bytes(b"not a folder")
+    assert _load(src, root) == directory and directory.is_dir()
+    assert sorted(p.name for p in root.iterdir()) == ["m"]
+
+
+def test_stale_files_are_cleaned_like_stale_folders(tmp_path):
+    dead = tmp_path / ".stale-m-999999999-123"  # no such pid
+    dead.write_bytes(b"x")
+    old = tmp_path / ".stale-m"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * cache.STALE_AFTER_S,) * 2)
+    live = tmp_path / f".stale-m-{os.getpid()}-5"
+    live.write_bytes(b"x")
+    assert sorted(cache.clean_stale(tmp_path)) == sorted([dead, old])
+    assert live.exists() and not dead.exists() and not old.exists()
+
+
+def test_cache_folders_of_an_older_layout_are_removed_with_a_notice(tmp_path, capsys):
+    names = ["smollm2-135m-instruct-0.1.2-3f2a9c01", "smollm2-135m-instruct-0.1.2-28104608",  # older layouts
+             "smollm2-135m-instruct-0.1.2", "smollm2-135m-instruct-0.1.1",  # current layout, any version: kept
+             "smollm2-135m-instruct-notes-abc", "my-smollm2-135m-instruct-0.1.2-abc", "gemma-3-270m-1.0.0-ab"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    removed = cache.remove_older_layouts(tmp_path, "smollm2-135m-instruct-", "smollm2-135m-instruct-0.1.2")
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "a cache folder of an older actlens layout" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_chat_generation_stops_at_the_end_of_turn_token(monkeypatch):
+    """A template whose end of turn is not EOS (Gemma's <end_of_turn>) must stop decoding there, not only truncate."""
+    import actlens
+    from actlens import chat, generation, sampling
+    from actlens.tiny import tiny_model
+
+    model = tiny_model("gemma3")
+    turn = [{"role": "user", "content": "Hi"}]
+    full = actlens.generate(model, turn, chat=True, temperature=0, max_new_tokens=8).tokens[0]
+    i = next(i for i in range(1, len(full)) if full[i] not in full[:i])  # a token that first appears at step i
+    stop = full[i]
+    assert stop != model.tokenizer.eos_token_id and len(full) == 8
+    monkeypatch.setattr(chat, "end_of_turn", lambda m: stop)
+    decoded = []
+    real = sampling.hf_generate
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        decoded.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(sampling, "hf_generate", spy)
+    out = actlens.generate(model, turn, chat=True, temperature=0, max_new_tokens=8)
+    assert out.tokens[0] == full[:i] and decoded == [i + 1]  # stopped at the turn's end: no wasted steps
+    assert generation.chat_ is chat
+
+
+GEMMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+                   "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+                   "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def test_gemma_chat_decoding_stops_at_end_of_turn(gemma, monkeypatch):
+    """Gemma's template closes a turn with <end_of_turn>, which is not its EOS: decoding is told to stop there.
+
+    The embedded Gemma is the base model, without a template: Gemma 3's (instruction-tuned) one is set here.
+    """
+    import actlens
+    from actlens import chat, generation
+
+    monkeypatch.setattr(gemma.tokenizer, "chat_template", GEMMA3_TEMPLATE)
+    turn_end = chat.end_of_turn(gemma)
+    assert gemma.tokenizer.convert_ids_to_tokens(turn_end) == "<end_of_turn>"
+    assert turn_end != gemma.tokenizer.eos_token_id
+    stops, real = [], generation.decode
+    monkeypatch.setattr(generation, "decode", lambda *a, **k: stops.append(k.get("stop")) or real(*a, **k))
+    actlens.generate(gemma, [{"role": "user", "content": "Say hi."}], chat=True, max_new_tokens=2)
+    assert stops == [(turn_end,)]
