@@ -439,16 +439,12 @@ def test_store_of_an_older_format_is_refused(llama, tmp_path):
 
 
 def test_second_writer_is_refused_while_the_first_runs(llama, tmp_path):
-    from actlens import _store
-
     out = tmp_path / "s.jsonl"
     _sweep(llama, out, limit=1)
     holder = textwrap.dedent(f"""
-        import importlib.util, sys, time
-        spec = importlib.util.spec_from_file_location("store", {_store.__file__!r})
-        store = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(store)
-        s = store.Store({str(out)!r}, {{}}, key=lambda r: ())
+        import fcntl, sys
+        f = open({str(out)!r}, "a+b")  # what an open Store holds: an exclusive flock on its file
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         print("holding", flush=True)
         sys.stdin.readline()
     """)
