@@ -271,7 +271,7 @@ BAD_VECTOR_FILES = {
     "three-dimensional": (None, torch.zeros(2, 5, 64), None, "2-D float"),
     "k-mismatch": (_set(shape=[3, 64]), None, None, r"shape \[5, 64\].*\[3, 64\]"),
     "integer-values": (None, torch.zeros(5, 64, dtype=torch.int32), None, "2-D float"),
-    "hook-name-disagrees": (_set(hook_name="blocks.3.hook_resid_pre"), None, None, "hook_name.*layer is 2"),
+    "hook-name-disagrees": (_set(hook_name="blocks.3.hook_resid_pre"), None, None, "hook_name.*layer 2"),
     "layer-out-of-range": (_set(layer=9, hook_name="blocks.9.hook_resid_pre"), None, None, r"\['layer'\].*< 4"),
     "layer-as-string": (_set(layer="2"), None, None, r"\['layer'\] must be an int"),
     "bos_row-as-string": (_set(bos_row="no"), None, None, r"\['bos_row'\] must be true or false"),
@@ -422,7 +422,7 @@ def test_store_from_another_model_with_the_same_name_is_refused(llama, tmp_path)
     _sweep(llama, out, limit=2)
     other = tiny_model("llama", seed=1)  # same name, architecture and shape; other weights
     with pytest.raises(ValueError, match=r"s\.jsonl holds results of a different configuration: "
-                                         r"model\.weights_sha256 \('[0-9a-f]+' in the file, '[0-9a-f]+' now\)"):
+                                         r"model\.weights_checksum \('[0-9a-f]+' in the file, '[0-9a-f]+' now\)"):
         _sweep(other, out)
     with pytest.raises(ValueError, match=r"model\.dtype \('torch.float32' in the file, 'torch.bfloat16' now\)"):
         _sweep(tiny_model("llama").to(torch.bfloat16), out)
@@ -439,16 +439,12 @@ def test_store_of_an_older_format_is_refused(llama, tmp_path):
 
 
 def test_second_writer_is_refused_while_the_first_runs(llama, tmp_path):
-    from actlens.experiments import store as _store
-
     out = tmp_path / "s.jsonl"
     _sweep(llama, out, limit=1)
     holder = textwrap.dedent(f"""
-        import importlib.util, sys, time
-        spec = importlib.util.spec_from_file_location("store", {_store.__file__!r})
-        store = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(store)
-        s = store.Store({str(out)!r}, {{}}, key=lambda r: ())
+        import fcntl, sys
+        f = open({str(out)!r}, "a+b")  # what an open Store holds: an exclusive flock on its file
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         print("holding", flush=True)
         sys.stdin.readline()
     """)
@@ -468,7 +464,7 @@ def test_second_writer_is_refused_while_the_first_runs(llama, tmp_path):
 @pytest.mark.parametrize("line, words", [
     ("{not json", "not a JSON record"),
     ("[1, 2]", "expected a JSON object, got list"),
-    ('{"condition": "steered"}', "a record without its key fields"),
+    ('{"condition": "steered"}', "record lacks the required field 'vector'"),
 ])
 def test_corrupt_line_names_file_and_line_number(llama, tmp_path, line, words):
     out = tmp_path / "s.jsonl"
@@ -650,3 +646,443 @@ def test_a_stopped_measurement_keeps_the_conditions_it_finished(tiny_models, mon
     rows = json.loads(out.read_text())
     assert [r["condition"] for r in rows] == ["unsteered"] * 6 + [recipe.label] * 6
     assert not list(tmp_path.glob("*.partial"))
+
+
+# --- issue 22: a results file actlens did not write is never touched ------------------------------
+FOREIGN_FILES = {
+    "one-json-line-no-newline": b"[]",
+    "one-object-line": b'{"name": "x", "value": 1}\n',
+    "three-lines-no-final-newline": b'{"a": 1}\n{"a": 2}\n{"a": 3}',
+    "binary": bytes(range(256)) * 4,
+    "binary-with-newlines": b"\x00\xff\n\x89PNG\r\n\x1a\n" + os.urandom(300),
+    "text": b"hello\nworld\n",
+    "a-header-like-object": b'{"format": "other.results/1", "config": {}}\n{"x": 1}',
+    "blank-first-line": b"\n\n{}",
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN_FILES))
+def test_foreign_results_file_is_refused_and_left_byte_for_byte(llama, tmp_path, case):
+    """The issue's data loss: the torn-line repair used to truncate before the header was checked."""
+    out = tmp_path / "other.jsonl"
+    out.write_bytes(FOREIGN_FILES[case])
+    for _ in range(2):  # a second run must not overwrite it either
+        with pytest.raises(ValueError, match=r"other\.jsonl is not an actlens results file .*left as it is"):
+            _sweep(llama, out)
+        assert out.read_bytes() == FOREIGN_FILES[case]
+
+
+def test_empty_file_is_adopted_and_a_torn_header_of_ours_restarted(llama, tmp_path):
+    """An empty file holds nothing to lose (e.g. made by mkstemp); our own header cut mid-write is redone."""
+    out = tmp_path / "s.jsonl"
+    out.touch()
+    assert _sweep(llama, out).computed == 8
+    header = out.read_bytes().splitlines(keepends=True)[0]
+    out.write_bytes(header[:40])
+    assert _sweep(llama, out).computed == 8 and out.read_bytes().startswith(header)
+
+
+def test_store_of_another_configuration_is_left_untouched_even_with_a_torn_line(llama, tmp_path):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=3)
+    torn = out.read_bytes() + b'{"condition": "unst'
+    out.write_bytes(torn)
+    with pytest.raises(ValueError, match="different configuration: grid.seeds"):
+        _sweep(llama, out, seeds=(5,))
+    assert out.read_bytes() == torn
+    assert _sweep(llama, out).computed == 8 - 3  # the same configuration repairs its own torn line
+
+
+# --- issue 22: the model fingerprint covers every parameter and buffer, as they are now -----------
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "native"])
+def test_fingerprint_sees_a_change_to_any_element_of_any_parameter_or_buffer(arch):
+    from actlens.models.model import fingerprint
+    from actlens.models.tiny import tiny_model
+
+    model = tiny_model(arch)
+    base = fingerprint(model)["weights_checksum"]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    assert len(tensors) > 30
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in tensors:
+            flat = tensor.view(-1)
+            i = int(torch.randint(flat.numel(), (1,), generator=gen))
+            before = flat[i].clone()
+            if tensor.dtype == torch.bool:
+                flat[i] = ~before
+            else:
+                flat[i] = before + 1 if not tensor.is_floating_point() else before * (1 + 2 ** -20) + 2 ** -40
+            assert fingerprint(model)["weights_checksum"] != base, f"a change to {name}[{i}] was not seen"
+            flat[i] = before
+    assert fingerprint(model)["weights_checksum"] == base
+
+
+def test_fingerprint_is_unchanged_by_running_the_model(tiny_hf_model):
+    import actlens
+    from actlens.models.model import fingerprint
+
+    before = fingerprint(tiny_hf_model)
+    actlens.generate(tiny_hf_model, ["Hi there", "Yo"], max_new_tokens=3, chat=False)
+    assert fingerprint(tiny_hf_model) == before
+
+
+def test_weights_edited_in_memory_after_a_sweep_are_refused_on_resume(tmp_path):
+    """The issue's silent wrong result: an edited MLP layer left the 3-tensor hash unchanged."""
+    from actlens.models.tiny import tiny_model
+
+    model, out = tiny_model("llama"), tmp_path / "s.jsonl"
+    _sweep(model, out, limit=2)
+    hf_name = next(n for n, _ in model.named_parameters() if "layers.2." in n and "down_proj" in n)
+    with torch.no_grad():
+        dict(model.named_parameters())[hf_name].mul_(-4)
+    with pytest.raises(ValueError, match=r"model\.weights_checksum \('[0-9a-f]+' in the file"):
+        _sweep(model, out)
+
+
+def _rewrite_header(out: Path, edit) -> None:
+    from actlens.experiments.store import config_hash
+
+    lines = out.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["config"] = edit(header["config"])
+    header["config_hash"] = config_hash(header["config"])
+    out.write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("device", "cuda", r"model\.device \('cuda' in the file, 'cpu' now\)"),
+    ("dtype", "torch.bfloat16", r"model\.dtype \('torch.bfloat16' in the file, 'torch.float32' now\)"),
+])
+def test_store_from_another_device_or_dtype_is_refused_naming_it(llama, tmp_path, field, value, words):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=2)
+    _rewrite_header(out, lambda c: c | {"model": c["model"] | {field: value}})
+    with pytest.raises(ValueError, match=words):
+        _sweep(llama, out)
+
+
+def test_store_with_the_older_sampled_fingerprint_resumes_with_a_notice(llama, tmp_path, capsys):
+    from actlens.models.model import LEGACY_FINGERPRINT
+    from actlens.models.tiny import tiny_model
+
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=2)
+    _rewrite_header(out, lambda c: c | {"model": {k: v for k, v in c["model"].items() if k in LEGACY_FINGERPRINT}})
+    capsys.readouterr()
+    assert _sweep(llama, out).computed == 8 - 2
+    assert "sampled 3 weight tensors" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"model\.weights_sha256"):  # other weights: still refused
+        _sweep(tiny_model("llama", seed=1), out)
+
+
+# --- issue 22: every store record is checked against the sweep's schema on resume -----------------
+def _edit_record(out: Path, line: int, edit) -> None:
+    lines = out.read_text().splitlines()
+    lines[line - 1] = edit(json.loads(lines[line - 1]))
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _keys_only(r):
+    return json.dumps({k: r[k] for k in ("condition", "vector", "layer", "coeff", "prompt", "seed")})
+
+
+BAD_RECORDS = {
+    # name: (edit of line 7, a steered row; expected words after "s.jsonl, line 7: ")
+    "only-key-fields": (_keys_only, r"record lacks the required field 'completion'"),
+    "sentiment-a-string": (lambda r: json.dumps(r | {"sentiment": "very happy"}),
+                           r"record\['sentiment'\] must be a number in \[-1, 1\], got str 'very happy'"),
+    "sentiment-out-of-range": (lambda r: json.dumps(r | {"sentiment": 3.0}), r"record\['sentiment'\] must be"),
+    "negative-n_tokens": (lambda r: json.dumps(r | {"n_tokens": -5}), r"record\['n_tokens'\] must be an int >= 0"),
+    "too-many-tokens": (lambda r: json.dumps(r | {"n_tokens": 99}), r"record\['n_tokens'\] must be an int >= 0 "
+                                                                    r"and < 4"),
+    "layer-a-word": (lambda r: json.dumps(r | {"layer": "one"}), r"record\['layer'\] must be an int >= 0"),
+    "seed-a-float": (lambda r: json.dumps(r | {"seed": 1.7}), r"record\['seed'\] must be an int >= 0"),
+    "seed-a-bool": (lambda r: json.dumps(r | {"seed": True}), r"record\['seed'\] must be an int >= 0"),
+    "condition-unknown": (lambda r: json.dumps(r | {"condition": "boosted"}), r"record\['condition'\] must be one"),
+    "coeff-on-a-control": (lambda r: json.dumps(r | {"condition": "unsteered", "vector": ""}),
+                           r"record\['layer'\] must be null for condition 'unsteered'"),
+    "completion-a-number": (lambda r: json.dumps(r | {"completion": 5}), r"record\['completion'\] must be a string"),
+    "words-disagree": (lambda r: json.dumps(r | {"words": r["words"] + 3}),
+                       r"record\['words'\] must be [0-9.]+ \(words of the record's completion\)"),
+    "positive-disagrees": (lambda r: json.dumps(r | {"sentiment": 0.9, "positive": 0.0}),
+                           r"record\['positive'\] must be 1.0 \(sentiment is 0.9\)"),
+    "metric-missing": (lambda r: json.dumps({k: v for k, v in r.items() if k != "distinct_2"}),
+                       "record lacks the required field 'distinct_2'"),
+    "unknown-field": (lambda r: json.dumps(r | {"note": "x"}), r"record has unknown fields \['note'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECORDS))
+def test_bad_store_record_names_file_line_and_field(llama, tmp_path, case):
+    edit, words = BAD_RECORDS[case]
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=6)
+    assert json.loads(out.read_text().splitlines()[6])["condition"] == "steered"
+    _edit_record(out, 7, edit)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=rf"s\.jsonl, line 7: {words}"):
+        _sweep(llama, out)
+    assert out.read_bytes() == before
+
+
+def test_duplicate_records_exact_ones_dropped_conflicting_ones_refused(llama, tmp_path):
+    out = tmp_path / "s.jsonl"
+    _sweep(llama, out, limit=4)
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines + [lines[2]]) + "\n")  # a batch written twice
+    assert _sweep(llama, out, limit=1).computed == 1
+    other = json.loads(lines[2])
+    other["completion"] += " and more"
+    other |= text_metrics(other["completion"])
+    out.write_text(out.read_text() + json.dumps(other) + "\n")
+    with pytest.raises(ValueError, match=r"s\.jsonl, line 8: a second record for .* that differs from the first "
+                                         r"\(completion"):
+        _sweep(llama, out)
+
+
+def text_metrics(text):
+    from actlens.core.metrics import text_metrics
+
+    return text_metrics(text)
+
+
+# --- issue 22: vectors are checked where they are made, and their strength where they are applied -----
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.unchecked
+def test_non_finite_vector_values_are_refused_wherever_a_vector_is_made(llama, bad):
+    import actlens
+    from actlens.vectors import from_values
+
+    good = actlens.actadd_vector(llama, "Love", "Hate", 1)
+    values = good.values
+    values[1, 3] = bad
+    with pytest.raises(ValueError, match=r"actadd steering vector at layer 1 would hold 1 non-finite values .*row\(s\) \[1\]"):
+        good.with_values(values)
+    with pytest.raises(ValueError, match="non-finite values"):
+        from_values(llama, 1, values, "imported", bos_row=False)
+
+
+def test_a_builder_on_a_model_that_overflows_is_refused():
+    import actlens
+    from actlens.models.tiny import tiny_model
+
+    model = tiny_model("llama")
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "embed" in n).fill_(float("inf"))
+    with pytest.raises(ValueError, match="non-finite values"):
+        actlens.actadd_vector(model, "Love", "Hate", 1)
+    with pytest.raises(ValueError, match="non-finite values"):
+        actlens.mean_diff_vector(model, [("good", "bad")], 1)
+
+
+@pytest.mark.parametrize("coeff, scale", [(1e308, 1.0), (1e30, 1.0), (1.0, 1e38), (-1e300, 1.0)])
+def test_a_strength_that_overflows_the_model_is_an_error_that_says_so(llama, coeff, scale):
+    import actlens
+
+    vector = actlens.actadd_vector(llama, "Love", "Hate", 1)
+    vector = vector.with_values(vector.values * scale)
+    with pytest.raises(ValueError, match=r"overflows the model's numbers \(torch\.float32"):
+        actlens.generate(llama, "I think", vector=vector, coeff=coeff, max_new_tokens=2)
+    with pytest.raises(ValueError, match="overflows"), actlens.steer(llama, vector, coeff):
+        pass
+    assert len(actlens.generate(llama, "I think", vector=vector.with_values(vector.values / scale), coeff=8.0,
+                                max_new_tokens=2).completions) == 1
+
+
+def test_diagnose_refuses_a_vector_of_another_model_before_printing(tmp_path, capsys):
+    import actlens
+    from actlens.cli import main
+    from actlens.models.tiny import tiny_model
+
+    narrow = actlens.actadd_vector(tiny_model("llama", d_model=32), "Love", "Hate", 1).save(tmp_path / "n.safetensors")
+    assert main(["diagnose", "--model", "tiny", "--vector", str(narrow)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "n.safetensors" in captured.err and "d_model 32 vs 64" in captured.err
+    other = actlens.actadd_vector(tiny_model("gpt2"), "Love", "Hate", 1).save(tmp_path / "g.safetensors")
+    assert main(["diagnose", "--model", "tiny", "--vector", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "was extracted on model" in captured.err
+
+
+# --- issue 22: empty or same-token ActAdd pairs, Grid duplicates ---------------------------------------
+@pytest.mark.parametrize("plus, minus, words", [
+    ("", "", "is empty"), ("Love", "Love", "same text on both sides"),
+    ("", " ", "tokenises identically"),  # the empty side is padded with the space token
+])
+def test_empty_or_identical_actadd_pairs_are_errors(llama, plus, minus, words):
+    import actlens
+    from actlens.experiments.sweeps import pair_spec
+    from actlens.vectors import actadd_vectors
+    from actlens.vectors.chat import chat_actadd_vector
+
+    with pytest.raises(ValueError, match=words):
+        actlens.actadd_vector(llama, plus, minus, 1)
+    with pytest.raises(ValueError, match=words):
+        actadd_vectors(llama, plus, minus, [1, 2])
+    if plus != "" or minus != " ":  # text-only checks; the token check runs when the spec builds
+        with pytest.raises(ValueError, match=words):
+            pair_spec(plus, minus)
+    else:
+        with pytest.raises(ValueError, match=words):
+            pair_spec(plus, minus).build(llama, 1)
+    if plus:
+        with pytest.raises(ValueError, match=words):
+            chat_actadd_vector(llama, plus, minus, 1)
+    assert actlens.actadd_vector(llama, " weddings", "", 1).k >= 2  # an empty minus side is fine
+
+
+@pytest.mark.parametrize("argv", [["steer", "--plus", "", "--minus", ""], ["steer", "--plus", "Hi", "--minus", "Hi"]])
+def test_cli_refuses_an_empty_pair_before_loading(no_model, capsys, argv):
+    from actlens.cli import main
+
+    assert main(argv) == 2
+    assert "its vector would be zero" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, values", [("prompts", ["Hi", "Yo", "Hi"]), ("seeds", [0, 1, 0]),
+                                         ("coeffs", [1, 2.0, 1.0]), ("layers", [1, 1]),
+                                         ("controls", ["random", "random"])])
+def test_grid_refuses_repeated_values(key, values):
+    from actlens.experiments.sweeps import Grid, pair_spec
+
+    kw = dict(layers=[1], coeffs=[1.0], prompts=["Hi"], seeds=[0]) | {key: values}
+    with pytest.raises(ValueError, match=rf"Grid {key} has repeated values .*Pass each value once"):
+        Grid([pair_spec("Love", "Hate")], **kw)
+
+
+# --- issue 22: the command line: negative numbers, seed ranges, flags that need another flag, names ------
+@pytest.mark.parametrize("value, expected", [("-1e3", -1000.0), ("-2.5E-1", -0.25), ("-.5", -0.5), ("-4", -4.0),
+                                             ("-1.5", -1.5)])
+def test_cli_negative_coefficients_parse_in_the_usual_forms(monkeypatch, value, expected):
+    from actlens.cli import demo, main
+
+    seen = {}
+    monkeypatch.setattr(demo, "run", lambda args: seen.setdefault("coeff", args.coeff) and 0)
+    assert main(["steer", "--coeff", value, "--layer", "3"]) == 0
+    assert seen["coeff"] == expected
+
+
+def test_cli_negative_value_of_a_flag_in_diagnose_parses(capsys):
+    from actlens.cli import main
+
+    # "--layer -1e3" reaches the flag's own type check (a value), not argparse's "expected one argument"
+    with pytest.raises(SystemExit) as info:
+        main(["diagnose", "--model", "tiny", "--plus", "Love", "--minus", "Hate", "--layer", "-1e3"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "argument --layer: invalid int value: '-1e3'" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["steer", "--seed", str(2**63 - 1), "--n", "2"], r"needs seeds up to 9223372036854775808, beyond the largest "
+                                                     r"seed .*pass --seed at most 9223372036854775806"),
+    (["steer", "--seed", str(2**63)], "beyond the largest seed"),
+    (["demo", "--measure", "--seed", str(2**63 - 2)], "pass --seed at most 9223372036854775805"),
+    (["demo", "--measure-out", "m.json"], "--measure-out writes the completions of --measure; pass --measure"),
+    (["demo", "--measure", "--save", "v.safetensors"], "--save does nothing with --measure"),
+    (["steer", "--model", ""], r"--model is empty; pass an embedded model \['smollm2-135m'"),
+])
+def test_cli_ranges_and_flag_combinations_are_checked_before_loading(no_model, capsys, argv, words):
+    from actlens.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(words, err)
+
+
+@pytest.mark.parametrize("name, words", [("", "the model name is empty"),
+                                         (".", "the folder holds neither config.json")])
+def test_empty_or_unknown_model_names_get_actlens_message(name, words):
+    import actlens
+
+    with pytest.raises(ValueError, match=rf"{words}.*\['smollm2-135m'"):
+        actlens.load_model(name)
+
+
+# --- issue 22: cache housekeeping, and chat decoding that stops at the end of the turn ---------------
+def test_a_cache_folder_replaced_by_a_file_leaves_nothing_behind(src, tmp_path):
+    root = tmp_path / "c"
+    directory = _load(src, root)
+    import shutil
+
+    shutil.rmtree(directory)
+    directory.write_bytes(b"not a folder")
+    assert _load(src, root) == directory and directory.is_dir()
+    assert sorted(p.name for p in root.iterdir()) == ["m"]
+
+
+def test_stale_files_are_cleaned_like_stale_folders(tmp_path):
+    dead = tmp_path / ".stale-m-999999999-123"  # no such pid
+    dead.write_bytes(b"x")
+    old = tmp_path / ".stale-m"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * cache.STALE_AFTER_S,) * 2)
+    live = tmp_path / f".stale-m-{os.getpid()}-5"
+    live.write_bytes(b"x")
+    assert sorted(cache.clean_stale(tmp_path)) == sorted([dead, old])
+    assert live.exists() and not dead.exists() and not old.exists()
+
+
+def test_cache_folders_of_an_older_layout_are_removed_with_a_notice(tmp_path, capsys):
+    names = ["smollm2-135m-instruct-0.1.2-3f2a9c01", "smollm2-135m-instruct-0.1.2-28104608",  # older layouts
+             "smollm2-135m-instruct-0.1.2", "smollm2-135m-instruct-0.1.1",  # current layout, any version: kept
+             "smollm2-135m-instruct-notes-abc", "my-smollm2-135m-instruct-0.1.2-abc", "gemma-3-270m-1.0.0-ab"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    removed = cache.remove_older_layouts(tmp_path, "smollm2-135m-instruct-", "smollm2-135m-instruct-0.1.2")
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "a cache folder of an older actlens layout" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_chat_generation_stops_at_the_end_of_turn_token(monkeypatch):
+    """A template whose end of turn is not EOS (Gemma's <end_of_turn>) must stop decoding there, not only truncate."""
+    import actlens
+    from actlens.core import chat, sampling
+    from actlens.models.tiny import tiny_model
+    from actlens.steering import generation
+
+    model = tiny_model("gemma3")
+    turn = [{"role": "user", "content": "Hi"}]
+    full = actlens.generate(model, turn, chat=True, temperature=0, max_new_tokens=8).tokens[0]
+    i = next(i for i in range(1, len(full)) if full[i] not in full[:i])  # a token that first appears at step i
+    stop = full[i]
+    assert stop != model.tokenizer.eos_token_id and len(full) == 8
+    monkeypatch.setattr(chat, "end_of_turn", lambda m: stop)
+    decoded = []
+    real = sampling.hf_generate
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        decoded.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(sampling, "hf_generate", spy)
+    out = actlens.generate(model, turn, chat=True, temperature=0, max_new_tokens=8)
+    assert out.tokens[0] == full[:i] and decoded == [i + 1]  # stopped at the turn's end: no wasted steps
+    assert generation.chat_ is chat
+
+
+GEMMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+                   "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+                   "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def test_gemma_chat_decoding_stops_at_end_of_turn(gemma, monkeypatch):
+    """Gemma's template closes a turn with <end_of_turn>, which is not its EOS: decoding is told to stop there.
+
+    The embedded Gemma is the base model, without a template: Gemma 3's (instruction-tuned) one is set here.
+    """
+    import actlens
+    from actlens.core import chat
+    from actlens.steering import generation
+
+    monkeypatch.setattr(gemma.tokenizer, "chat_template", GEMMA3_TEMPLATE)
+    turn_end = chat.end_of_turn(gemma)
+    assert gemma.tokenizer.convert_ids_to_tokens(turn_end) == "<end_of_turn>"
+    assert turn_end != gemma.tokenizer.eos_token_id
+    stops, real = [], generation.decode
+    monkeypatch.setattr(generation, "decode", lambda *a, **k: stops.append(k.get("stop")) or real(*a, **k))
+    actlens.generate(gemma, [{"role": "user", "content": "Say hi."}], chat=True, max_new_tokens=2)
+    assert stops == [(turn_end,)]

@@ -298,8 +298,8 @@ def run_masked(
                 for out, (kl, entropy_, flip) in zip(outputs[g:g + group], stats, strict=True):
                     for name, values in (("kl", kl), ("entropy", entropy_), ("flip", flip)):
                         out[name].view(-1).index_copy_(0, target, values)
-    base_entropy = base_entropy.cpu()
-    outputs = [{name: t.cpu() for name, t in out.items()} for out in outputs]
+    base_entropy = chunked.to_host(base_entropy)
+    outputs = [{name: chunked.to_host(t) for name, t in out.items()} for out in outputs]
     return texts, batch, injected, counted, masked_injection, base_entropy, outputs
 
 

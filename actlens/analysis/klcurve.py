@@ -213,7 +213,7 @@ def kl_curve(
                 # (kl.py's 0·log 0 convention masks p = 0 only), so the check after the loop catches it.
                 for j, values in zip(part, _block_kl(head, base, runs), strict=True):
                     kl[j].view(-1).index_copy_(0, target, values)
-    kl = kl.cpu()
+    kl = chunked.to_host(kl)
     if not bool(torch.isfinite(kl).all()):
         bad = [c for j, c in enumerate(coeffs) if not bool(torch.isfinite(kl[j]).all())]
         raise ValueError(f"the model produced non-finite activations or KL at coefficients {bad}; the steered "

@@ -154,7 +154,7 @@ def propagation(
                 if unit_d is not None:
                     cos = (diff @ unit_d) / norm
                     cosine[chunk.rows, layer, chunk.col:] = torch.where(keep & (norm > 0), cos, float("nan"))
-    diff_norm, resid_norm, cosine = (t.cpu() for t in out)
+    diff_norm, resid_norm, cosine = (chunked.to_host(t) for t in out)
     relative = torch.where(resid_norm > 0, diff_norm / resid_norm, torch.zeros_like(diff_norm))
     token_strings = tuple(
         tuple(prompts.token_strings(model, batch.tokens[i, s:s + n].tolist()))

@@ -6,8 +6,37 @@ that parse their own flags; ``steer`` and ``demo`` (:mod:`actlens.cli.demo`) are
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
+
+# A negative number as a flag's value: -3, -1.5, -.5, -1e3, -2.5E-4, -inf. argparse takes "-1e3" for a
+# flag (its own pattern knows only -3 and -1.5), so such values are joined to their flag ("--coeff=-1e3").
+_NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+MAX_SEED = 2**63 - 1
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """``["--coeff", "-1e3"]`` -> ``["--coeff=-1e3"]``, for every ``--flag`` followed by a negative number.
+
+    >>> join_negative_values(["steer", "--coeff", "-1e3", "--layer", "3", "--prompt", "-x"])
+    ['steer', '--coeff=-1e3', '--layer', '3', '--prompt', '-x']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if (arg.startswith("--") and "=" not in arg and arg != "--" and i + 1 < len(argv)
+                and _NEGATIVE.match(argv[i + 1])):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        if arg == "--":  # everything after is positional
+            out.extend(argv[i:])
+            break
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _int_at_least(low: int):
@@ -94,8 +123,29 @@ def _diagnose():
 OWN_FLAGS = {"bench": _bench, "figures": _figures, "diagnose": _diagnose}
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """Numeric ranges and flags that need another flag, checked before any model loads."""
+    measure = getattr(args, "measure", False)
+    if getattr(args, "measure_out", None) is not None and not measure:
+        raise ValueError("--measure-out writes the completions of --measure; pass --measure as well, or drop "
+                         "--measure-out")
+    if measure:
+        for flag, value in (("--save", args.save), ("--prompt", args.prompt)):
+            if value is not None:
+                raise ValueError(f"{flag} does nothing with --measure (it uses its own prompts and vectors); drop it")
+    rows = 3 if measure else args.n  # --measure samples seeds seed..seed+2
+    if args.seed > MAX_SEED - (rows - 1):
+        raise ValueError(f"--seed {args.seed} with {rows} completion(s) per prompt needs seeds up to "
+                         f"{args.seed + rows - 1}, beyond the largest seed {MAX_SEED} (2**63-1); pass --seed at most "
+                         f"{MAX_SEED - (rows - 1)}")
+    if not args.model.strip():
+        from actlens.models import embedded
+
+        raise ValueError(f"--model is empty; pass an embedded model {embedded.names()}, a GGUF file or a model folder")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(prog="actlens", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _steer_args(sub.add_parser("steer", help="print paired unsteered/steered completions"), demo=False)
@@ -110,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from actlens.cli import demo
 
     try:  # anticipated errors (bad input, files, the cache) are one line and exit code 2; others keep a traceback
+        _check_flags(args)
         _output_path("--save", args.save, (".safetensors",))
         _output_path("--measure-out", getattr(args, "measure_out", None), ())
         return demo.run(args)

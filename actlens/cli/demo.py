@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from actlens.core import metrics
+from actlens.core import validation as _validation
 from actlens.core.corpora import CHAT_QUESTIONS, CHAT_SENTIMENT, CHAT_TURNS, EVAL_PROMPTS, SENTIMENT_PAIRS  # noqa: F401 (re-exported)
 from actlens.models.model import load_model
 from actlens.steering import generation
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     position = 1 if align == "all" and kind == "actadd" else None
     s = Recipe(kind=kind, layer=layer, coeff=coeff, align=align, position=position,
                  plus=args.plus, minus=args.minus, max_new_tokens=args.max_new_tokens)
+    if kind == "actadd":  # an empty or same-text pair is refused before the model loads
+        _validation.actadd_pair(s.plus, s.minus)
     chat = getattr(args, "chat", False)
     prompts = args.prompt or [CHAT_TURNS[0] if chat else default.prompt]
     model = load_model(args.model)

@@ -65,6 +65,22 @@ def _pairs(spec: str | None, vector) -> list[tuple[str, str]] | None:
     return out
 
 
+def _check_fits(model, vector, path) -> None:
+    """Refuse, before anything is printed, a vector from another model (its diagnostics would mean nothing)."""
+    from actlens.models.model import identity
+    from actlens.vectors import check_vector
+
+    name = identity(model).name
+    if vector.model.name != name and not vector.model.shape_mismatch(identity(model)):
+        raise ValueError(f"{path} was extracted on model {vector.model.name!r}, not {name!r} (same shape, but a "
+                         f"residual direction rarely means the same in another model); pass --model "
+                         f"{vector.model.name} or extract the vector on {name!r}")
+    try:
+        check_vector(model, vector, name="the vector")
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 def report(args: argparse.Namespace, out=None) -> int:
     from actlens.analysis.calibrate import DEFAULT_KL, calibrate
     from actlens.analysis.norms import residual_scale
@@ -83,6 +99,7 @@ def report(args: argparse.Namespace, out=None) -> int:
     model = _load(args.model)
     if args.vector is not None:
         vector = SteeringVector.load(args.vector)
+        _check_fits(model, vector, args.vector)
         if args.layer is not None and args.layer != vector.layer:
             raise ValueError(f"{args.vector} was extracted at layer {vector.layer}, not --layer {args.layer}; "
                              "drop --layer or extract the vector again at that layer")

@@ -173,8 +173,9 @@ def user_span(model: TransformerBridge, conversation: Conversation, *,
 def end_of_turn(model: TransformerBridge) -> int | None:
     """The special token the template closes an assistant turn with (None if it writes none).
 
-    A chat reply ends there; for SmolLM2 (``<|im_end|>``) and the tiny models it is also EOS,
-    for templates such as Llama 3's (``<|eot_id|>``) it is not.
+    A chat reply ends there, and decoding stops there (:func:`actlens.generate` with ``chat=True``);
+    for SmolLM2 (``<|im_end|>``) and the tiny models it is also EOS, for templates such as Llama 3's
+    (``<|eot_id|>``) and Gemma's (``<end_of_turn>``) it is not.
 
     >>> from actlens.models.tiny import tiny_model
     >>> model = tiny_model()
@@ -186,6 +187,9 @@ def end_of_turn(model: TransformerBridge) -> int | None:
     text = model.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
     after = token_ids(model, text.partition(marker)[2])
     special = set(getattr(model.tokenizer, "all_special_ids", ()))
+    # Added tokens flagged special count too: a GGUF-converted Gemma tokenizer lists <end_of_turn> only there.
+    added = getattr(model.tokenizer, "added_tokens_decoder", {}) or {}
+    special |= {i for i, token in added.items() if getattr(token, "special", False)}
     return after[0] if after and after[0] in special else None
 
 

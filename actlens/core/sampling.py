@@ -200,7 +200,7 @@ def compile_config(compile: CompileSetting, device: torch.device):
     return config
 
 
-def generation_config(settings: Sampling, *, sample: bool, eos: int | None, pad_token_id: int,
+def generation_config(settings: Sampling, *, sample: bool, eos: int | Sequence[int] | None, pad_token_id: int,
                       use_cache: bool = True, compile=None) -> GenerationConfig:
     """The one ``GenerationConfig`` actlens generates with: every field that decides tokens is set.
 
@@ -215,7 +215,7 @@ def generation_config(settings: Sampling, *, sample: bool, eos: int | None, pad_
         epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
         no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0, diversity_penalty=0.0,
         renormalize_logits=False, remove_invalid_values=False, early_stopping=False, output_scores=False,
-        return_dict_in_generate=False, eos_token_id=[] if eos is None else eos, pad_token_id=pad_token_id,
+        return_dict_in_generate=False, eos_token_id=_stops(eos), pad_token_id=pad_token_id,
         use_cache=use_cache,
         # compiled decoding: transformers compiles the decode step when the KV cache is static
         **({} if compile is None else dict(cache_implementation="static", compile_config=compile)),
@@ -244,31 +244,39 @@ def hf_generate(tree: nn.Module, input_ids: Tensor, attention_mask: Tensor, conf
 
 
 def decode_loop(next_logits: Callable[[Tensor], Tensor], tokens: Tensor, procs: LogitsProcessorList, *,
-                max_new_tokens: int, sample: bool, eos: int | None) -> Tensor:
+                max_new_tokens: int, sample: bool, eos: int | Sequence[int] | None) -> Tensor:
     """Uncached decoding (models without a KV cache): recompute every step; new ids ``[batch, new]``.
 
     ``next_logits(tokens)`` gives the last position's logits. Stops when every row has made EOS.
     """
     start = tokens.shape[1]
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    stops = torch.tensor(_stops(eos), dtype=torch.long, device=tokens.device)
     for _ in range(max_new_tokens):
         scores = procs(tokens, next_logits(tokens).float())
         nxt = torch.multinomial(torch.softmax(scores, -1), 1)[:, 0] if sample else scores.argmax(-1)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        if eos is not None:
-            done |= nxt == eos
+        if stops.numel():
+            done |= torch.isin(nxt, stops)
             if bool(done.all()):
                 break
     return tokens[:, start:]
 
 
-def until_eos(row: list[int], eos: int | None) -> list[int]:
-    """The tokens before the first EOS (all of them when ``eos`` is None).
+def until_eos(row: list[int], eos: int | Sequence[int] | None) -> list[int]:
+    """The tokens before the first EOS, or the first of several stop tokens (all of them when ``eos`` is None).
 
-    >>> until_eos([5, 6, 1, 7], 1), until_eos([5, 6], None)
-    ([5, 6], [5, 6])
+    >>> until_eos([5, 6, 1, 7], 1), until_eos([5, 6], None), until_eos([5, 9, 6, 1], [1, 9])
+    ([5, 6], [5, 6], [5])
     """
-    return row[:row.index(eos)] if eos is not None and eos in row else row
+    stops = set(_stops(eos))
+    return next((row[:i] for i, t in enumerate(row) if t in stops), row)
+
+
+def _stops(eos: int | Sequence[int] | None) -> list[int]:
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(t) for t in eos]
 
 
 __all__ = ["SAMPLER", "CompileSetting", "compile_config", "FrequencyPenalty", "KeyedSample", "Sampling", "TopP", "decode_loop", "generation_config",

@@ -53,6 +53,23 @@ def pair(value: object, *, name: str = "pair") -> tuple[str, str]:
     return str(plus), str(minus)
 
 
+def actadd_pair(plus: str, minus: str) -> None:
+    """An ActAdd pair needs text on at least one side, and two sides that differ."""
+    if not plus and not minus:
+        raise ValueError(f"the ActAdd pair ({plus!r}, {minus!r}) is empty: its vector would be zero; pass a plus "
+                         "prompt such as 'Love' (the minus prompt may be empty or ' ')")
+    if plus == minus:
+        raise ValueError(f"the ActAdd pair has the same text on both sides ({plus!r}): its vector would be zero; "
+                         "pass two different prompts such as ('Love', 'Hate')")
+
+
+def distinct_tokens(plus: str, minus: str, plus_ids: Sequence[int], minus_ids: Sequence[int]) -> None:
+    """The two sides of an ActAdd pair, tokenised and padded, must differ (else the vector is zero)."""
+    if list(plus_ids) == list(minus_ids):
+        raise ValueError(f"the ActAdd pair ({plus!r}, {minus!r}) tokenises identically ({list(plus_ids)} after "
+                         "padding the shorter side), so its vector would be zero; pass prompts that differ in tokens")
+
+
 def finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")

@@ -42,7 +42,9 @@ class Setting:
 
 @dataclass(frozen=True)
 class Grid:
-    """The settings of a sweep. Coefficients must be finite; every list must be non-empty."""
+    """The settings of a sweep. Coefficients must be finite; every list must be non-empty and hold
+    each value once (a repeated layer, coefficient, prompt, seed or control is an error: rows are
+    keyed by setting, prompt and seed, so repeats could only be collapsed); vector names are unique."""
 
     vectors: Sequence[VectorSpec]  # any sequences; stored as tuples
     layers: Sequence[int]
@@ -68,6 +70,14 @@ class Grid:
                            ("controls", controls),
                            ("control_seed", _validation.seed(self.control_seed, name="control_seed"))):
             object.__setattr__(self, key, value)
+        for key in ("layers", "coeffs", "prompts", "seeds", "controls"):
+            values = getattr(self, key)
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:  # rows are keyed by (setting, prompt, seed): a repeat would be collapsed into one row
+                raise ValueError(
+                    f"Grid {key} has repeated values {repeated}; every row of a sweep is keyed by its setting, "
+                    f"prompt and seed, so repeats would be collapsed. Pass each value once (for more samples of "
+                    f"one setting, add seeds)")
 
     def settings(self) -> list[Setting]:
         """Unsteered first, then per vector: prompting, then steered and random per layer and coefficient."""

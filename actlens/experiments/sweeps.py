@@ -30,14 +30,16 @@ import pandas as pd
 from transformer_lens import TransformerBridge
 
 from actlens.core import metrics as _metrics
+from actlens.core import schema as _schema
 from actlens.core import validation as _validation
 from actlens.core.sampling import Sampling
 from actlens.experiments.distributed import RayWorkers
-from actlens.experiments.grid import CONTROLS, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
+from actlens.experiments.grid import CONTROLS, Condition, Grid, Setting, VectorSpec, mean_diff_spec, pair_spec
 from actlens.experiments.rows import Row, RowVectors, grid_rows, run_rows, sweep_config
 from actlens.experiments.rows import key as _key
 from actlens.experiments.rows import record as _record
 from actlens.experiments.store import Store
+from actlens.models.model import LEGACY_FINGERPRINT
 
 Batching = Literal["batched", "separate"]
 Backend = Literal["local", "ray"]
@@ -71,6 +73,66 @@ class SweepResult:
             raise KeyError(f"unknown metric {metric!r}; this sweep recorded {list(self.metrics)}")
         frame = self.completions().rename(columns={metric: "value"})
         return _metrics.summarise(frame, ["condition", "vector", "layer", "coeff"], level=level)
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _unit(v: object) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+# Range checks of the default metrics (sentiment is VADER's compound score; the others are recomputed).
+_RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "sentiment": (lambda v: _number(v) and -1 <= v <= 1, "a number in [-1, 1]"),
+    "positive": (lambda v: v in (0, 1) and _number(v), "0.0 or 1.0"),
+}
+_RECOMPUTED = ("topic_hit", "topic_count", "distinct_1", "distinct_2", "repetition_4", "words")
+
+
+def record_check(metrics: Mapping[str, Callable[[str], float]], max_new_tokens: int) -> Callable[[dict, str], None]:
+    """The schema of a sweep record, as a ``check(record, where)`` for :class:`actlens.experiments.store.Store`.
+
+    Key fields of the right types and consistent with the condition, the completion, ``n_tokens``
+    in ``[0, max_new_tokens]``, every metric and nothing else; the default metrics must be in
+    their range and agree with the completion (the cheap ones are recomputed from it, ``positive``
+    with ``sentiment``).
+    """
+    def check(record: dict, where: str) -> None:
+        f = _schema.Fields(where, "record", record)
+        condition = f.get("condition", lambda v: v in get_args(Condition), f"one of {list(get_args(Condition))}")
+        steered = condition in ("steered", "random")
+        f.get("vector", lambda v: isinstance(v, str) and (bool(v) or condition == "unsteered")
+              and (not v or condition != "unsteered"), "the vector's name ('' for unsteered)")
+        f.get("layer", (lambda v: _schema.is_int(v) and v >= 0) if steered else (lambda v: v is None),
+              f"{'an int >= 0' if steered else 'null'} for condition {condition!r}")
+        f.get("coeff", (lambda v: _number(v) and math.isfinite(v)) if steered else (lambda v: v is None),
+              f"{'a finite number' if steered else 'null'} for condition {condition!r}")
+        f.text("prompt")
+        f.integer("seed", high=2**63)
+        completion = f.text("completion")
+        f.integer("n_tokens", high=max_new_tokens + 1)
+        for name, fn in metrics.items():
+            default = _metrics.TEXT_METRICS.get(name) is fn
+            test, expected = _RANGES.get(name, (_number, "a number")) if default else (_number, "a number")
+            value = f.get(name, test, expected)
+            if default and name in _RECOMPUTED and _canon(value) != _canon(float(fn(completion))):
+                raise f._fail(name, f"{float(fn(completion))!r} ({name} of the record's completion)", value)
+        if default_pair(metrics) and record["positive"] != float(record["sentiment"] >= 0.05):
+            raise f._fail("positive", f"{float(record['sentiment'] >= 0.05)} (sentiment is {record['sentiment']})",
+                          record["positive"])
+        f.no_others()
+
+    return check
+
+
+def default_pair(metrics: Mapping) -> bool:
+    return all(_metrics.TEXT_METRICS.get(n) is metrics.get(n) for n in ("sentiment", "positive"))
+
+
+def _canon(value: float) -> object:
+    return "nan" if isinstance(value, float) and math.isnan(value) else float(value)
 
 
 @dataclass
@@ -193,7 +255,9 @@ def sweep(
 def _run(runner, backend: str, grid: Grid, sampling: Sampling, fns: dict, out, batch_size: int, progress: bool,
          limit: int | None) -> SweepResult:
     config = runner.config(grid, sampling, sorted(fns))
-    store = Store(out, config, key=_key) if out is not None else None
+    legacy = config | {"model": {k: v for k, v in config["model"].items() if k in LEGACY_FINGERPRINT}}
+    check = record_check(fns, sampling.max_new_tokens)
+    store = Store(out, config, key=_key, check=check, legacy=legacy) if out is not None else None
     try:
         return _resume(runner, backend, grid, sampling, fns, config, store, batch_size, progress, limit)
     finally:

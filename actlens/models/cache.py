@@ -48,9 +48,11 @@ that fails too, :class:`CacheError` (an ``OSError``) names both paths and ``ACTL
 '2 4 6'
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -211,12 +213,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(root: Path) -> list[Path]:
-    """Remove ``.converting-*`` / ``.stale-*`` folders left by killed conversions; return them."""
+    """Remove ``.converting-*`` / ``.stale-*`` folders and files left by killed conversions; return them.
+
+    A ``.stale-*`` entry is a file where the cache folder was replaced by one (moved aside on rebuild).
+    """
     removed = []
     if not root.is_dir():
         return removed
     for path in root.iterdir():
-        if not path.is_dir() or not path.name.startswith((".converting-", ".stale-")):
+        if not path.name.startswith((".converting-", ".stale-")) or path.is_symlink():
             continue
         parts = path.name.split("-")
         pid = next((int(p) for p in reversed(parts[:-1]) if p.isdigit()), None)
@@ -225,8 +230,36 @@ def clean_stale(root: Path) -> list[Path]:
         except OSError:
             continue
         if (pid is not None and pid != os.getpid() and not _pid_alive(pid)) or age > STALE_AFTER_S:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
             removed.append(path)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_older_layouts(root: Path, prefix: str, current: str) -> list[Path]:
+    """Remove cache folders named by an older actlens layout, ``<prefix><version>-<hex or size>``
+    (e.g. ``smollm2-135m-instruct-0.1.2-3f2a9c``), other than ``current``; one notice line each.
+
+    Only folders matching actlens's own naming are touched; other package versions in the current
+    layout (``<prefix><version>``) are kept, since another environment may use them.
+    """
+    pattern = re.compile(rf"^{re.escape(prefix)}\d+(?:\.\d+)+-[0-9a-f]+$")
+    removed = []
+    if not root.is_dir():
+        return removed
+    for path in sorted(root.iterdir()):
+        if path.name != current and pattern.match(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                _warn(f"removed {path}, a cache folder of an older actlens layout (now {root / current})")
+                removed.append(path)
     return removed
 
 
@@ -270,7 +303,7 @@ def _install(scratch: Path, target: Path, source: Source, recipe: str) -> None:
                 target.rename(aside)
             except FileNotFoundError:
                 continue
-            shutil.rmtree(aside, ignore_errors=True)
+            _remove(aside)  # a folder, or a file that stood where the folder should be
     raise CacheError(f"could not move the converted files into {target}; remove that folder and retry")
 
 

@@ -15,6 +15,7 @@ per source, and the float32 safetensors are kept in the verified cache (:mod:`ac
 a damaged cache is rebuilt), so later loads take a few seconds.
 """
 
+import contextlib
 import difflib
 import hashlib
 import importlib.metadata
@@ -189,7 +190,10 @@ def converted_dir(name: str = DEFAULT) -> Path:
     if model is None:
         raise ValueError(f"unknown embedded model {name!r}; known: {names()}")
     version = model.version()
-    key = f"smollm2-135m-instruct-{version}" if model is SMOLLM2 else f"{model.name}-{version}"
+    prefix = "smollm2-135m-instruct-" if model is SMOLLM2 else f"{model.name}-"
+    key = f"{prefix}{version}"
+    with contextlib.suppress(OSError):  # housekeeping only: an unwritable cache is handled by cached_conversion
+        cache.remove_older_layouts(cache.cache_root(), prefix, key)
     return cache.cached_conversion(key, model.source(model), model.convert, recipe=local_gguf.RECIPE)
 
 

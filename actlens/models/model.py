@@ -393,6 +393,9 @@ def load_model(
     name = str(name_or_model)
     from actlens.models import embedded, local_gguf
 
+    if not name.strip():
+        raise ValueError(f"the model name is empty; pass an embedded model {embedded.names()}, a GGUF file, a model "
+                         "folder or the name of a hub model in the local cache")
     known = embedded.lookup(name)
     if known is not None:
         directory, name = embedded.converted_dir(known.name), known.name
@@ -400,6 +403,10 @@ def load_model(
         directory = local_gguf.converted_file(gguf_file)
     elif Path(name).expanduser().is_dir():
         directory = Path(name).expanduser()
+        if not (directory / "config.json").is_file():
+            raise ValueError(f"unknown model {name!r}: the folder holds neither config.json (a Hugging Face model "
+                             f"folder) nor a .gguf file; pass such a folder, a GGUF file or an embedded model "
+                             f"{embedded.names()}")
     else:
         directory = _hub_snapshot(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -462,15 +469,21 @@ def identity(model: TransformerBridge) -> ModelIdentity:
     return ModelIdentity(state(model).name, int(cfg.d_model), int(cfg.n_layers), int(cfg.d_vocab))
 
 
+LEGACY_FINGERPRINT = ("architecture", "shape", "dtype", "weights_sha256")  # what stores before issue 22 recorded
+
+
 def fingerprint(model: TransformerBridge) -> dict:
     """What makes two models' results comparable (the key of a sweep store): architecture, shape,
-    dtype, and a SHA-256 of the first, middle and last parameter tensors (a strided sample of at most
-    65,536 values each, so a model of any size is hashed in milliseconds).
+    dtype, device type, and a checksum of the bytes of **every** parameter and buffer
+    (``weights_checksum``), computed on the tensors' own device each time it is called, so weights
+    edited in memory after loading (ablations, merged adapters) are seen. ``weights_sha256`` is
+    the older, sampled hash (3 tensors), kept so that stores written before the full checksum
+    existed can still be matched (:mod:`actlens.experiments.store`).
 
     >>> from actlens.models.tiny import tiny_model
     >>> fp = fingerprint(tiny_model("llama"))
-    >>> fp["architecture"], fp["shape"]["n_layers"], fp["dtype"], fp == fingerprint(tiny_model("llama"))
-    ('LlamaForCausalLM', 4, 'torch.float32', True)
+    >>> fp["architecture"], fp["shape"]["n_layers"], fp["dtype"], fp["device"], fp == fingerprint(tiny_model("llama"))
+    ('LlamaForCausalLM', 4, 'torch.float32', 'cpu', True)
     """
     import hashlib
 
@@ -482,13 +495,78 @@ def fingerprint(model: TransformerBridge) -> dict:
         sample = flat[:: max(1, flat.numel() // 65536)][:65536]
         h.update(str(tuple(p.shape)).encode())
         h.update(sample.to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    tensors = [*model.named_parameters(), *model.named_buffers()]
     return {
         "architecture": str(getattr(cfg, "architecture", None) or type(model).__name__),
         "shape": {"d_model": int(cfg.d_model), "n_layers": int(cfg.n_layers), "d_vocab": int(cfg.d_vocab),
                   "n_heads": int(cfg.n_heads), "n_params": sum(p.numel() for p in params)},
         "dtype": str(params[0].dtype),
+        "device": "+".join(sorted({t.device.type for _, t in tensors})),
         "weights_sha256": h.hexdigest()[:16],
+        "weights_checksum": weights_checksum(tensors),
     }
+
+
+_COLS = 4096  # a tensor's words are summed as a (rows, _COLS) matrix, along both axes
+
+
+def weights_checksum(named: list[tuple[str, torch.Tensor]]) -> str:
+    """A fast, non-cryptographic checksum of the bytes of every tensor, with its name, shape and dtype.
+
+    Each tensor's bytes are read as 64-bit integer words (32, 16 or 8 bits where the size or
+    alignment needs), laid out as a ``(rows, 4096)`` matrix and summed along both axes on the
+    tensor's own device in its own word width (integer sums wrap, and wrapped sums do not depend on
+    the order of the additions); the column and row sums are weighted by odd position weights and
+    summed. A change to any one word changes both sums (the change is not a multiple of the
+    modulus, nor after an odd weight), and a swap of two unequal values changes at least one of
+    them. Native-width integer sums run at memory speed (~10x faster than widening int32 to
+    int64); a few numbers per tensor come to the host, and SHA-256 combines them.
+
+    >>> t = torch.zeros(3, 5)
+    >>> a = weights_checksum([("w", t)]); t[2, 4] = 1e-30
+    >>> a != weights_checksum([("w", t)])
+    True
+    """
+    import hashlib
+
+    sums: dict[torch.device, list[torch.Tensor]] = {}
+    for _, tensor in named:
+        sums.setdefault(tensor.device, []).append(_tensor_sums(tensor))
+    values = {device: torch.stack(parts).cpu().tolist() for device, parts in sums.items()}  # one copy per device
+    h = hashlib.sha256()
+    seen = dict.fromkeys(values, 0)
+    for name, tensor in named:
+        row = values[tensor.device][seen[tensor.device]]
+        seen[tensor.device] += 1
+        h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|{row}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def _tensor_sums(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.device.type == "meta":  # no data (an offloaded or not yet materialised tensor)
+        return torch.full((3,), -1, dtype=torch.int64)
+    data = tensor.detach()
+    data = (data if data.is_contiguous() else data.contiguous()).reshape(-1)
+    raw = data.view(torch.uint8)
+    words, kind = raw, torch.int64  # bytes are summed into int64 (rare: tensors of an odd byte count)
+    for width, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2)):
+        if raw.numel() % size == 0:
+            try:
+                words, kind = raw.view(width), width
+                break
+            except RuntimeError:  # a view at an unaligned storage offset: narrower words
+                continue
+    device, rows = words.device, words.numel() // _COLS
+    head = words[: rows * _COLS].view(rows, _COLS)
+    cols = head.sum(0, dtype=kind).long() * _odd(_COLS, device)
+    per_row = head.sum(1, dtype=kind).long() * _odd(rows, device)
+    tail = words[rows * _COLS:].long()
+    return torch.stack([cols.sum(), per_row.sum(), (tail * _odd(tail.numel(), device)).sum()])
+
+
+def _odd(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device) * 2 + 1
 
 
 def hooks_registered(model: TransformerBridge) -> int:

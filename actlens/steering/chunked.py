@@ -116,3 +116,13 @@ def resid_all(
     """
     with _running(model, chunk, vector, coeff, align, position, scope):
         return resid_pre(model, chunk.tokens, layers, chunk.attention_mask)
+
+
+def to_host(t: Tensor) -> Tensor:
+    """``t`` on the CPU as an ordinary tensor: the one copy at the end of a device loop run in inference mode.
+
+    On the CPU ``.cpu()`` is a no-op, which would hand out the loop's inference tensors (they refuse autograd and
+    in-place use outside inference mode), so those are cloned.
+    """
+    t = t.cpu()
+    return t.clone() if t.is_inference() else t

@@ -182,7 +182,8 @@ def generate(
             for i in range(0, len(ids), size):
                 chunk = prompts.left_pad(ids[i:i + size], prompts.pad_token_id(model))
                 with _steered(model, vector if steered else None, coeff, align, position, scope):
-                    out += decode(model, chunk, settings, use_cache=use_cache, compile=compile)
+                    out += decode(model, chunk, settings, use_cache=use_cache, compile=compile,
+                                  stop=() if turn_end is None else (turn_end,))
         if turn_end is not None:  # a reply ends at its end-of-turn token even where that is not EOS (Llama 3)
             out = [sampling.until_eos(row, turn_end) for row in out]
         completions = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
@@ -223,12 +224,14 @@ def state_name(model: TransformerBridge) -> str:
 
 
 def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *, use_cache: bool = True,
-           compile: sampling.CompileSetting = False) -> list[list[int]]:
+           compile: sampling.CompileSetting = False, stop: Sequence[int] = ()) -> list[list[int]]:
     """New token ids per row of a left-padded batch (EOS and anything after it removed), under any active steering.
 
+    With ``settings.stop_at_eos``, decoding also stops at the tokens in ``stop`` (a chat template's
+    end-of-turn token, e.g. Gemma's ``<end_of_turn>``), which are removed with what follows.
     Draws from the global torch generator (:func:`generate` seeds it). ``compile``: see :func:`compiled`.
     """
-    eos = model.tokenizer.eos_token_id if settings.stop_at_eos else None
+    eos = [t for t in (model.tokenizer.eos_token_id, *stop) if t is not None] if settings.stop_at_eos else None
     compile_with = compiled(model, compile, use_cache)
     fast = fast_tree(model)
     device = device_of(model)

@@ -14,6 +14,7 @@ the prompt and the values are re-added at the same positions, which is equivalen
 """
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -160,10 +161,30 @@ def additions(
                     f"pass position=i to use row i (e.g. position=1, the first token after BOS)"
                 )
             vec = vec.at_position(position)
+        _check_overflow(model, vec, c)
         values = vec.values.float() * c
         where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
         grouped.setdefault(write_hook_name(vec.layer, vec.site), []).append(Addition(values, where, (id(source), position if align == "all" else None, c), source))
     return grouped
+
+
+def _check_overflow(model: TransformerBridge, vector: SteeringVector, coeff: float) -> None:
+    """Refuse ``coeff * vector`` when the steered residual would overflow the model's numbers.
+
+    Two limits: each added entry must be representable in the model's dtype (with room for the
+    residual itself), and the residual's squared norm, which the normalisation layers compute in
+    float32, must stay finite; past either, the model yields NaN or inf and empty completions.
+    """
+    peak = vector.peak * abs(coeff)  # read when the vector was made: no device sync here
+    dtype = next(model.parameters()).dtype
+    limit = min(torch.finfo(dtype).max / 2 if dtype.is_floating_point else math.inf,
+                math.sqrt(torch.finfo(torch.float32).max / vector.d_model) / 2)
+    if not peak < limit:
+        raise ValueError(
+            f"coeff {coeff:g} times the vector's largest entry {peak / abs(coeff) if coeff else 0:.3g} adds "
+            f"{peak:.3g} to a residual entry, which overflows the model's numbers ({dtype}: the steered "
+            f"residual's squared norm must stay finite, so an entry must stay below {limit:.3g}); pass a smaller "
+            "coeff or a vector with sensible values (ActAdd coefficients are typically 1-20)")
 
 
 def addition(

@@ -133,6 +133,7 @@ def chat_actadd_vector(
     """
     layer = check_layer(model, layer)
     pair = [_validation.texts(name, [t])[0] for name, t in (("plus", plus), ("minus", minus))]
+    _validation.actadd_pair(*pair)
     marker = "\x00actlens\x00"
     before = chat.render(model, [*history, {"role": "user", "content": marker}], system=system).partition(marker)[0]
     head = chat.token_ids(model, before)
@@ -140,6 +141,7 @@ def chat_actadd_vector(
     fill = prompts.space_pad(model)
     n = max(map(len, contents))
     rows = [head + c + [fill.token_id] * (n - len(c)) for c in contents]
+    _validation.distinct_tokens(*pair, rows[0], rows[1])
     for text, c in zip(pair, contents, strict=True):
         full = chat.encode(model, [*history, {"role": "user", "content": text}], system=system)
         if full[:len(head) + len(c)] != head + c:

@@ -61,11 +61,13 @@ def actadd_vectors(
     site = check_site(model, site)
     layers = _layers(model, layers)
     plus_s, minus_s = (_validation.texts(n, [t], allow_empty_string=True)[0] for n, t in (("plus", plus), ("minus", minus)))
+    _validation.actadd_pair(plus_s, minus_s)
     plus_ids, minus_ids = prompts.encode(model, plus_s), prompts.encode(model, minus_s)
     fill = prompts.space_pad(model) if pad == "space" else prompts.SpacePad(int(model.tokenizer.eos_token_id), "eos_token")
     n = max(len(plus_ids), len(minus_ids))
     plus_ids += [fill.token_id] * (n - len(plus_ids))
     minus_ids += [fill.token_id] * (n - len(minus_ids))
+    _validation.distinct_tokens(plus_s, minus_s, plus_ids, minus_ids)
     acts = activations(model, torch.tensor([plus_ids, minus_ids]), layers, site=site)
     return {layer: from_values(model, layer, acts[layer][0] - acts[layer][1], "actadd", bos_row=True, plus=(plus_s,),
                          minus=(minus_s,), plus_tokens=(tuple(plus_ids),), minus_tokens=(tuple(minus_ids),),

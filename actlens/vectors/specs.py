@@ -55,6 +55,8 @@ def pair_spec(plus: str, minus: str, *, name: str | None = None, align: Align = 
     >>> pair_spec("Love", "Hate").name, pair_spec(" weddings", " ").prefix
     ('Love-Hate', 'weddings ')
     """
+    _validation.actadd_pair(_validation.texts("plus", [plus], allow_empty_string=True)[0],
+                            _validation.texts("minus", [minus], allow_empty_string=True)[0])
     if prefix == "auto":
         prefix = f"{plus.strip()} " if plus.strip() else None
     return VectorSpec(name or f"{plus.strip()}-{minus.strip()}", lambda m, layer: actadd_vector(m, plus, minus, layer),

@@ -12,6 +12,7 @@ exchange formats (:class:`Codec`) that ``to_gguf`` / ``from_gguf`` use.
 """
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -92,6 +93,25 @@ class SteeringVector:
     def __post_init__(self) -> None:
         if self.site not in SITES:
             _validation.choice("site", self.site, SITES)
+        # Every way a vector is made (builders, from_values, with_values, random_like) ends here. The largest
+        # |value| is read back once, now, so that applying the vector (the overflow check) never syncs a device.
+        values = self._values.detach()
+        peak = 0.0 if values.numel() == 0 or values.is_meta else float(values.abs().max().double())
+        object.__setattr__(self, "_peak", peak)
+        if math.isfinite(peak):
+            return
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            rows = sorted({int(r) for r in (~finite).nonzero()[:, 0].tolist()})
+            raise ValueError(
+                f"a {self.kind} steering vector at layer {self.layer} would hold {int((~finite).sum())} non-finite "
+                f"values (nan or inf) in row(s) {rows[:8]}; a vector must be finite: check the values passed, or "
+                f"the activations they came from (float16 models can overflow; load with dtype=torch.float32)")
+
+    @property
+    def peak(self) -> float:
+        """The largest absolute value, read when the vector was made (0 on the meta device)."""
+        return self.__dict__["_peak"]
 
     @property
     def values(self) -> Float[Tensor, "pos d_model"]:
