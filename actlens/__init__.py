@@ -25,6 +25,8 @@ from actlens.steering.generation import Generation, PairedGeneration, generate, 
 from actlens.steering.intervene import steer
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
+from actlens.vectors.pca import pca_vector
+from actlens.vectors.probe import probe_vector
 from actlens.vectors.specs import mean_diff_spec, pair_spec
 
 _compat.install()  # old module paths (actlens.kl, actlens.sweeps, ...) keep importing, with a DeprecationWarning
@@ -57,6 +59,8 @@ __all__ = [
     "mean_diff_vector",
     "norm_profile",
     "pair_spec",
+    "pca_vector",
+    "probe_vector",
     "propagation",
     "random_like",
     "resid_pre",
