@@ -22,6 +22,7 @@ from actlens.experiments.sweeps import sweep
 from actlens.models.activations import resid_pre
 from actlens.models.model import ModelIdentity, forward, hook_name, load_model
 from actlens.steering.generation import Generation, PairedGeneration, generate, steered_logits
+from actlens.steering.conditional import conditional
 from actlens.steering.intervene import steer
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
@@ -46,6 +47,7 @@ __all__ = [
     "calibrate",
     "chat_actadd_vector",
     "chat_mean_diff_vector",
+    "conditional",
     "coeff_from_units",
     "cosine_across_layers",
     "forward",

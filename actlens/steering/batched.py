@@ -33,6 +33,7 @@ from actlens.core.positions import Positions, injected_at
 from actlens.core.sampling import Sampling
 from actlens.core.types import ALIGNS, SHORT_PROMPTS, Align, Phase, ShortPrompt
 from actlens.models.model import device_of, fast_tree, forward, hook_name, padding, state
+from actlens.steering.conditional import gate_hooks
 from actlens.steering.intervene import Addition, Steering, additions, make_hook, needed_length
 
 
@@ -148,6 +149,7 @@ def steer_rows(model: TransformerBridge, requests: Sequence[Request | None]) -> 
     layers = sorted({layer for grouped in per_row for layer in grouped})
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
     hooks = [(hook_name(layer), _row_hook([g.get(layer, []) for g in per_row], st.positions)) for layer in layers]
+    hooks = gate_hooks([a for g in per_row for adds in g.values() for a in adds], st.positions) + hooks
     with model.hooks(fwd_hooks=hooks):
         yield model
 

@@ -25,6 +25,7 @@ from actlens.core import validation as _validation
 from actlens.core.positions import NOWHERE, Placement, Positions, Scope, Tracker, injected, window_index
 from actlens.core.types import ALIGNS, Align, Phase
 from actlens.models.model import check_layer, hook_name, state
+from actlens.steering.conditional import Gate, gate_for, gate_hooks
 from actlens.vectors import SteeringVector
 
 
@@ -34,6 +35,7 @@ class Addition:
 
     delta: Tensor  # [k, d_model], float32 on the vector's device; cast per call
     placement: Placement
+    gate: Gate | None = None  # conditional steering: rows whose prompt fails the condition get nothing
 
     @property
     def k(self) -> int:
@@ -46,7 +48,7 @@ class Addition:
         """
         delta = self.delta.detach()
         content = id(delta) if delta.device.type == "meta" else delta.cpu().contiguous().numpy().tobytes()
-        return (self.placement, tuple(delta.shape), str(delta.dtype), content)
+        return (self.placement, tuple(delta.shape), str(delta.dtype), content, id(self.gate))
 
 
 def make_hook(additions: list[Addition], positions: Positions, rows: list[list[bool]] | None = None):
@@ -107,6 +109,8 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                 part = delta[index] * inside[..., None].to(resid.dtype)
             if row_mask is not None:
                 part = part * row_mask
+            if add.gate is not None:  # a device tensor set at the prompt: no host sync per step
+                part = part * add.gate.rows(batch)
             total = part if total is None else total + part
         return resid if total is None else resid + total  # a [d_model] total broadcasts
 
@@ -150,7 +154,7 @@ def additions(
             vec = vec.at_position(position)
         values = vec.values.float() * c
         where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
-        grouped.setdefault(vec.layer, []).append(Addition(values, where))
+        grouped.setdefault(vec.layer, []).append(Addition(values, where, gate_for(model, vec)))
     return grouped
 
 
@@ -231,5 +235,7 @@ def steer(
                         include_bos=include_bos)
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
     hooks = [(hook_name(layer), make_hook(adds, st.positions)) for layer, adds in grouped.items()]
+    # conditions are read before anything is added at their layer: their hooks go first
+    hooks = gate_hooks([a for adds in grouped.values() for a in adds], st.positions) + hooks
     with model.hooks(fwd_hooks=hooks):
         yield model

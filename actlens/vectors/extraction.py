@@ -97,6 +97,21 @@ def _read(model, texts: list[str], layers: list[int], read_position: ReadPositio
     return {layer: torch.stack(found).float() for layer, found in out.items()}, rows
 
 
+def read_texts(model: TransformerBridge, texts: Sequence[str], layer: int, *,
+               read_position: ReadPosition | int = "last", batch_size: int = 16) -> Tensor:
+    """One activation per text at ``blocks.{layer}.hook_resid_pre``, read as :func:`mean_diff_vector` reads them.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> tuple(read_texts(tiny_model(), ["I love it", "Great"], 1, read_position="mean").shape)
+    (2, 64)
+    """
+    layer = check_layer(model, layer)
+    if isinstance(read_position, str):
+        _validation.choice("read_position", read_position, ("last", "mean"))
+    texts = _validation.texts("texts", texts)
+    return _read(model, texts, [layer], read_position, _validation.positive_int("batch_size", batch_size))[0][layer]
+
+
 @dataclass(frozen=True)
 class PairReads:
     """Both sides of contrast pairs read at one layer: ``[n_pairs, d_model]`` each, with texts and token ids."""
