@@ -142,6 +142,7 @@ def directions_at_equal_kl(job: Job) -> Output:
                                     f"(ppl ×{r.ppl_ratio:.2f})" for _, r in at.iterrows())
                 notes.append(f"{task}, KL budget {budget:g}: shift vs unsteered, best first: {ranking}.")
         p = data[(data.task == task) & (data.method == "prompting")].iloc[0]
+        notes.append(_reading(task, sub, p, budgets))
         notes.append(f"{task}, prompting ({PROMPTING_PREFIXES[task]!r}, KL {p.measured_kl:.3f} on the calibration "
                      f"texts): shift {p['shift']:+.3f} [{p.shift_low:+.3f}, {p.shift_high:+.3f}] "
                      f"(ppl ×{p.ppl_ratio:.2f}).")
@@ -156,6 +157,22 @@ def directions_at_equal_kl(job: Job) -> Output:
     config = dict(layer=layer, budgets=list(budgets), prompts=list(prompts), seeds=seeds,
                   max_new_tokens=settings.max_new_tokens, prompting=PROMPTING_PREFIXES, calibration_texts=len(cal_texts))
     return Output(fig, data, config, seeds, notes, [demo_path])
+
+
+def _reading(task: str, sub: pd.DataFrame, prompting: pd.Series, budgets) -> str:
+    """Which direction wins at each budget, where mean difference ranks, and how prompting compares (AxBench)."""
+    parts = []
+    for budget in budgets:
+        at = sub[(sub.budget == budget) & (sub.method != "random")].sort_values("shift", ascending=False)
+        if len(at) < 2:
+            continue
+        top, second = at.iloc[0], at.iloc[1]
+        clear = "CIs apart" if top.shift_low > second.shift_high else "CIs overlap"
+        rank = list(at.method).index("mean difference") + 1 if "mean difference" in set(at.method) else None
+        beats = "beats" if prompting["shift"] > top["shift"] else "does not beat"
+        parts.append(f"at {budget:g} nats {top.method} leads ({clear} with {second.method}); mean difference ranks "
+                     f"{rank if rank else '-'} of {len(at)}; prompting {beats} it")
+    return f"{task}, reading: " + ("; ".join(parts) if parts else "too few calibrated directions to rank") + "."
 
 
 def conditional_demo(job: Job, layer: int, seeds: list[int], settings: Sampling, calib: dict
