@@ -24,10 +24,13 @@ from actlens.experiments.grid import Grid
 from actlens.experiments.sweeps import sweep
 from actlens.models.activations import resid_pre
 from actlens.models.model import ModelIdentity, forward, hook_name, load_model
+from actlens.steering.conditional import conditional
 from actlens.steering.generation import Generation, PairedGeneration, generate, steered_logits
 from actlens.steering.intervene import steer
 from actlens.vectors import SteeringVector, actadd_vector, mean_diff_vector, random_like
 from actlens.vectors.chat import chat_actadd_vector, chat_mean_diff_vector
+from actlens.vectors.pca import pca_vector
+from actlens.vectors.probe import probe_vector
 from actlens.vectors.specs import mean_diff_spec, pair_spec
 
 _compat.install(sys.modules[__name__])  # old module paths (actlens.analysis.kl, actlens.experiments.sweeps, ...) keep importing, with a DeprecationWarning
@@ -47,6 +50,7 @@ __all__ = [
     "calibrate",
     "chat_actadd_vector",
     "chat_mean_diff_vector",
+    "conditional",
     "coeff_from_units",
     "cosine_across_layers",
     "forward",
@@ -61,6 +65,8 @@ __all__ = [
     "mediation",
     "norm_profile",
     "pair_spec",
+    "pca_vector",
+    "probe_vector",
     "propagation",
     "random_like",
     "resid_pre",

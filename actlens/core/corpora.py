@@ -92,6 +92,32 @@ WEDDING_PAIRS = [  # topical mean-difference set: same sentence, wedding vs. oth
 ]
 
 
+# Conditional steering (actlens.conditional): a food-vs-other condition direction, and labelled prompts for its
+# threshold and the demo (steer sentiment only where the prompt is about food).
+FOOD_PAIRS = [  # same sentence, about food vs. about something else
+    ("We cooked pasta with garlic and tomatoes.", "We fixed the fence with nails and boards."),
+    ("The soup was thick and full of vegetables.", "The river was wide and full of boats."),
+    ("She baked fresh bread this morning.", "She washed her car this morning."),
+    ("I ordered rice, curry and a salad.", "I ordered paper, ink and a stapler."),
+    ("The cheese and grapes were on the plate.", "The keys and coins were on the table."),
+    ("He grilled fish for dinner.", "He painted walls for money."),
+    ("They shared a pizza at lunch.", "They shared a taxi at noon."),
+    ("The cake tasted of chocolate and cream.", "The room smelled of paint and dust."),
+]
+FOOD_PROMPTS = [
+    "The soup at the cafe was", "My grandmother's apple pie is", "The pasta we made last night was",
+    "This restaurant's burgers are", "The bread from the bakery was", "Our dinner yesterday was",
+    "The curry I tried at lunch was", "The breakfast at the hotel was",
+]
+OTHER_PROMPTS = [
+    "The train to the city was", "My new laptop is", "The meeting this morning was", "The weather this week is",
+    "The bus driver was", "Our football match yesterday was", "The printer at work is", "The road into town was",
+]
+
+# Prompting baselines for the directions comparison (a phrase put before each prompt).
+PROMPTING_PREFIXES = {"sentiment": "I feel wonderful, happy and full of love. ",
+                      "weddings": "This is a story about a wedding. "}
+
 @cache
 def austen_paragraphs(min_words: int = 20) -> tuple[str, ...]:
     """Paragraphs of the Austen sample with at least ``min_words`` words, in book order.

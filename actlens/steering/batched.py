@@ -33,6 +33,7 @@ from actlens.core.positions import Positions, injected_at
 from actlens.core.sampling import Sampling
 from actlens.core.types import ALIGNS, SHORT_PROMPTS, Align, Phase, ShortPrompt
 from actlens.models.model import device_of, fast_tree, forward, padding, state
+from actlens.steering.conditional import gate_hooks
 from actlens.steering.intervene import Addition, Steering, additions, make_hook, needed_length
 
 
@@ -148,6 +149,7 @@ def steer_rows(model: TransformerBridge, requests: Sequence[Request | None]) -> 
     names = sorted({name for grouped in per_row for name in grouped})  # hook points: each vector's layer and site
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
     hooks = [(name, _row_hook([g.get(name, []) for g in per_row], st.positions)) for name in names]
+    hooks = gate_hooks([a for g in per_row for adds in g.values() for a in adds], st.positions) + hooks
     with model.hooks(fwd_hooks=hooks):
         yield model
 

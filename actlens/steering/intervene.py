@@ -26,6 +26,7 @@ from actlens.core import validation as _validation
 from actlens.core.positions import NOWHERE, Placement, Positions, Scope, Tracker, injected, window_index
 from actlens.core.types import ALIGNS, Align, Phase
 from actlens.models.model import check_layer, check_site, state, write_hook_name
+from actlens.steering.conditional import Gate, gate_for, gate_hooks
 from actlens.vectors import SteeringVector
 
 
@@ -37,6 +38,7 @@ class Addition:
     placement: Placement
     origin: tuple | None = None  # (id of the source vector's values, row, coeff): equal origins, equal deltas
     source: Tensor | None = field(default=None, compare=False, repr=False)  # keeps that id from being reused
+    gate: Gate | None = None  # conditional steering: rows whose prompt fails the condition get nothing
 
     @property
     def k(self) -> int:
@@ -55,7 +57,7 @@ class Addition:
             content = delta.contiguous().numpy().tobytes()
         else:
             content = ("origin", self.origin) if self.origin is not None else ("id", id(delta))
-        return (self.placement, tuple(delta.shape), str(delta.dtype), content)
+        return (self.placement, tuple(delta.shape), str(delta.dtype), content, id(self.gate))
 
 
 def make_hook(additions: list[Addition], positions: Positions, rows: list[list[bool]] | None = None):
@@ -117,6 +119,8 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                 part = delta[index] * inside[..., None].to(resid.dtype)
             if row_mask is not None:
                 part = part * row_mask
+            if add.gate is not None:  # a device tensor set at the prompt: no host sync per step
+                part = part * add.gate.rows(batch)
             total = part if total is None else total + part
         return resid if total is None else resid + total  # a [d_model] total broadcasts
 
@@ -164,7 +168,9 @@ def additions(
         _check_overflow(model, vec, c)
         values = vec.values.float() * c
         where = Placement(align, int(values.shape[0]), vec.bos_row, vec.prepend_bos, scope)
-        grouped.setdefault(write_hook_name(vec.layer, vec.site), []).append(Addition(values, where, (id(source), position if align == "all" else None, c), source))
+        origin = (id(source), position if align == "all" else None, c)
+        grouped.setdefault(write_hook_name(vec.layer, vec.site), []).append(
+            Addition(values, where, origin, source, gate_for(model, vec)))
     return grouped
 
 
@@ -265,5 +271,7 @@ def steer(
                         include_bos=include_bos)
     st = state(model)  # its blocks record the KV-cache length on the bridge path; the fast tree records its own
     hooks = [(name, make_hook(adds, st.positions)) for name, adds in grouped.items()]
+    # conditions are read before anything is added at their layer: their hooks go first
+    hooks = gate_hooks([a for adds in grouped.values() for a in adds], st.positions) + hooks
     with model.hooks(fwd_hooks=hooks):
         yield model

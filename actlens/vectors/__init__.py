@@ -2,6 +2,7 @@
 
 - :mod:`~actlens.vectors.steering_vector`: the immutable type with its provenance, safetensors save / load and checks
 - :mod:`~actlens.vectors.extraction`: ActAdd's per-position pair difference and CAA-style mean differences
+- :mod:`~actlens.vectors.pca` and :mod:`~actlens.vectors.probe`: PCA (repeng's recipe) and logistic-probe directions
 - :mod:`~actlens.vectors.chat`: the same, read through a chat template
 - :mod:`~actlens.vectors.specs`: recipes that build a vector at any layer (what sweeps and layer studies cross)
 - :mod:`~actlens.vectors.gguf` and :mod:`~actlens.vectors.pt`: llama.cpp / repeng GGUF and CAA / steering-vectors .pt

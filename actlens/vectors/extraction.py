@@ -8,6 +8,7 @@ with their provenance; save / load, :func:`random_like`), defined in
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -100,6 +101,71 @@ def _read(model, texts: list[str], layers: list[int], read_position: ReadPositio
                 else:
                     out[layer].append(real[read_position])
     return {layer: torch.stack(found).float() for layer, found in out.items()}, rows
+
+
+def read_texts(model: TransformerBridge, texts: Sequence[str], layer: int, *,
+               read_position: ReadPosition | int = "last", batch_size: int = 16) -> Tensor:
+    """One activation per text at ``blocks.{layer}.hook_resid_pre``, read as :func:`mean_diff_vector` reads them.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> tuple(read_texts(tiny_model(), ["I love it", "Great"], 1, read_position="mean").shape)
+    (2, 64)
+    """
+    layer = check_layer(model, layer)
+    if isinstance(read_position, str):
+        _validation.choice("read_position", read_position, ("last", "mean"))
+    texts = _validation.texts("texts", texts)
+    return _read(model, texts, [layer], read_position, _validation.positive_int("batch_size", batch_size))[0][layer]
+
+
+@dataclass(frozen=True)
+class PairReads:
+    """Both sides of contrast pairs read at one layer: ``[n_pairs, d_model]`` each, with texts and token ids."""
+
+    positives: list[str]
+    negatives: list[str]
+    pos: Tensor
+    neg: Tensor
+    pos_ids: list[list[int]]
+    neg_ids: list[list[int]]
+
+    def provenance(self, read_position: ReadPosition | int) -> dict:
+        """The :func:`from_values` keywords that record where the vector came from."""
+        return dict(bos_row=False, plus=tuple(self.positives), minus=tuple(self.negatives),
+                    plus_tokens=tuple(map(tuple, self.pos_ids)), minus_tokens=tuple(map(tuple, self.neg_ids)),
+                    read_position=str(read_position))
+
+
+def read_pairs(model: TransformerBridge, pairs: Sequence[tuple[str, str]], layer: int, *,
+               read_position: ReadPosition | int = "last", batch_size: int = 16, min_pairs: int = 1,
+               method: str = "this method") -> PairReads:
+    """Read each pair's two texts at ``read_position`` (as :func:`mean_diff_vector` does) for methods that
+    need the pairs one by one (PCA, probes): at least ``min_pairs`` pairs, no pair with the same text twice.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> r = read_pairs(tiny_model(), [("I love it", "I hate it"), ("Great", "Awful")], 1)
+    >>> tuple(r.pos.shape) == tuple(r.neg.shape) == (2, 64)
+    True
+    """
+    layer = check_layer(model, layer)
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a list of (positive, negative) strings, got {type(pairs).__name__}")
+    pairs = [_validation.pair(p, name=f"pairs[{i}]") for i, p in enumerate(pairs)]
+    if len(pairs) < min_pairs:
+        raise ValueError(f"{method} needs at least {min_pairs} pairs, got {len(pairs)}; add pairs (or use "
+                         "actlens.mean_diff_vector, which works from one)")
+    same = [i for i, (p, n) in enumerate(pairs) if p == n]
+    if same:
+        raise ValueError(f"pairs {same} have the same text on both sides (e.g. {pairs[same[0]][0]!r}); a pair "
+                         "contrasts two different texts: fix or drop them")
+    batch_size = _validation.positive_int("batch_size", batch_size)
+    if isinstance(read_position, str):
+        _validation.choice("read_position", read_position, ("last", "mean"))
+    pos = _validation.texts("positives", [p for p, _ in pairs])
+    neg = _validation.texts("negatives", [n for _, n in pairs], allow_empty_string=True)
+    pos_acts, pos_ids = _read(model, pos, [layer], read_position, batch_size)
+    neg_acts, neg_ids = _read(model, neg, [layer], read_position, batch_size)
+    return PairReads(pos, neg, pos_acts[layer], neg_acts[layer], pos_ids, neg_ids)
 
 
 def mean_diff_vector(
