@@ -36,6 +36,7 @@ GALLERIES = [
 try:  # mkdocs imports this file as a hook; griffe imports it as an extension module (mkdocs is there then too)
     from mkdocs.plugins import event_priority
 except ImportError:  # pragma: no cover - imported without mkdocs
+
     def event_priority(_priority):
         return lambda f: f
 
@@ -104,8 +105,9 @@ def gallery_page(folder: Path, title: str, site_path: str) -> str:
     lines = [
         f"# Figure gallery: {title}",
         "",
-        "!!! info \"Generated page\"",
-        f"    Written at build time by `notebooks/mkdocs_hooks.py` from [`{rel}/manifest.json`]({up}{rel}/manifest.json),"
+        '!!! info "Generated page"',
+        f"    Written at build time by `notebooks/mkdocs_hooks.py` from "
+        f"[`{rel}/manifest.json`]({up}{rel}/manifest.json),"
         f" which `actlens figures` wrote; edit nothing here, rerun the figures instead. The full reading of every "
         f"figure is [`{rel}/README.md`]({up}{rel}/README.md).",
         "",
@@ -129,12 +131,14 @@ def gallery_page(folder: Path, title: str, site_path: str) -> str:
         links = [f"[{kind}]({up}{rel}/{files[kind]})" for kind in ("html", "csv") if files.get(kind)]
         if links:
             lines += ["Files: " + ", ".join(links) + " (the HTML is the interactive plotly figure).", ""]
-        lines += ["| the paper | measured here |", "|---|---|",
-                  f"| {_md(claim)} | {_md(verdict) or '–'} |", ""]
+        lines += ["| the paper | measured here |", "|---|---|", f"| {_md(claim)} | {_md(verdict) or '–'} |", ""]
         lines += ["Measured:", ""] + [f"- {n}" for n in measured] + [""]
-        lines += [f"<small>code: git `{str(git.get('commit'))[:7]}`{' (uncommitted changes)' if git.get('dirty') else ''}"
-                  f"; {entry.get('elapsed_s', '?')} s; smoke: {entry.get('smoke')}; updated {entry.get('updated', '?')}"
-                  f"</small>", ""]
+        lines += [
+            f"<small>code: git `{str(git.get('commit'))[:7]}`{' (uncommitted changes)' if git.get('dirty') else ''}"
+            f"; {entry.get('elapsed_s', '?')} s; smoke: {entry.get('smoke')}; updated {entry.get('updated', '?')}"
+            f"</small>",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -154,7 +158,7 @@ def _resolvable(pkg, path: str) -> str | None:
     if not path.startswith(pkg.path + ".") and path != pkg.path:
         return None
     try:
-        obj = pkg[path[len(pkg.path) + 1:]] if path != pkg.path else pkg
+        obj = pkg[path[len(pkg.path) + 1 :]] if path != pkg.path else pkg
     except (KeyError, ValueError, griffe.AliasResolutionError, griffe.CyclicAliasError):
         return None
     try:
@@ -176,8 +180,11 @@ def markdown(text: str, pkg, module_path: str) -> str:
     def role(m: re.Match) -> str:
         tilde, target = m.group(1), m.group(2).strip().rstrip("()")
         shown = target.rsplit(".", 1)[-1] if tilde else target
-        candidates = [target] if "." in target and target.startswith(pkg.path) else [
-            f"{module_path}.{target}", f"{pkg.path}.{target}", target]
+        candidates = (
+            [target]
+            if "." in target and target.startswith(pkg.path)
+            else [f"{module_path}.{target}", f"{pkg.path}.{target}", target]
+        )
         for cand in candidates:
             found = _resolvable(pkg, cand)
             if found:
@@ -195,7 +202,7 @@ def markdown(text: str, pkg, module_path: str) -> str:
             indent = line[: len(line) - len(stripped)]
             block = []
             while i < len(lines) and lines[i].strip():
-                block.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+                block.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i].lstrip())
                 i += 1
             out += [f"{indent}```pycon"] + [indent + b for b in block] + [f"{indent}```"]
             continue

@@ -29,9 +29,23 @@ def site(tmp_path_factory) -> Path:
         import mkdocs  # noqa: F401
     except ImportError:
         pytest.fail('mkdocs is not installed: the docs extra is part of the test command, pip install -e ".[docs]"')
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-f", str(ROOT / "notebooks" / "mkdocs.yml"),
-                          "--strict", "--site-dir", str(out)], cwd=ROOT, capture_output=True, text=True,
-                         env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "-f",
+            str(ROOT / "notebooks" / "mkdocs.yml"),
+            "--strict",
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
     assert not (ROOT / ".cache").exists(), "the docs build wrote a top-level .cache/ folder"
     return out
@@ -59,7 +73,7 @@ def test_the_api_page_of_steer_renders_its_signature_arguments_and_example(site:
     assert 'id="actlens.steering.intervene.steer"' in source, "no reference entry for actlens.steer"
     entry = text(page)
     start = entry.index("Add coeff * vector to blocks.")
-    body = entry[start:start + 6000]
+    body = entry[start : start + 6000]
     for arg in ("align", "position", "phase", "span", "include_bos"):
         assert arg in body, f"argument {arg} of steer is not in its rendered entry"
     assert ">>> with steer(model, v, 4.0):" in body, "the doctest example is not rendered"
@@ -106,6 +120,9 @@ def test_a_figure_gallery_shows_each_figure_with_its_manifest_numbers(site: Path
 
 def test_the_site_loads_nothing_from_the_network(site: Path):
     remote = re.compile(r"<(?:script|link|img|iframe)\b[^>]*(?:src|href)=[\"']https?://", re.I)
-    bad = [str(p.relative_to(site)) for p in site.rglob("*.html")
-           if not p.is_relative_to(site / "figures") and remote.search(p.read_text())]
+    bad = [
+        str(p.relative_to(site))
+        for p in site.rglob("*.html")
+        if not p.is_relative_to(site / "figures") and remote.search(p.read_text())
+    ]
     assert not bad, f"pages that load something from the network: {bad[:5]}"
