@@ -36,6 +36,7 @@ from actlens.vectors.specs import mean_diff_spec, pair_spec
 _compat.install(sys.modules[__name__])  # old module paths (actlens.analysis.kl, actlens.experiments.sweeps, ...) keep importing, with a DeprecationWarning
 
 __version__ = "0.1.0"
+"""The installed actlens version (also `actlens --version`)."""
 
 __all__ = [
     "Grid",

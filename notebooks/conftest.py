@@ -7,7 +7,7 @@
 * nbmake starts the kernel a notebook names (``python3``), and Jupyter may resolve that name
   to a kernelspec of another environment. Unless ``--nbmake-kernel`` is given, the notebooks
   run on a private kernelspec whose command is this interpreter, ``sys.executable``.
-* The jupytext twins (``NN_name.py``) are notebooks, not modules: ``--doctest-modules`` must
+* The jupytext twins (``NN_name.py``) and the docs hooks (``mkdocs_hooks.py``) are not modules to doctest: ``--doctest-modules`` must
   not import (that is, run) them.
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-collect_ignore_glob = ["[0-9][0-9]_*.py"]
+collect_ignore_glob = ["[0-9][0-9]_*.py", "_site"]
+collect_ignore = ["mkdocs_hooks.py"]  # the docs build's hooks (needs the docs extra), not a module to doctest
 
 KERNEL = "actlens-pytest"
 _STATE: dict = {}

@@ -87,7 +87,8 @@ def calibrate(
         target_kl: the KL budget; or
         units: the size of the vector's largest row in typical residual norms at its layer.
         texts: where the KL is measured (default: :func:`default_texts`).
-        align, position: how the vector is applied, as in :func:`actlens.steer`.
+        align: how the vector is applied, as in :func:`actlens.steer`.
+        position: which row of the vector ``align="all"`` uses, as in :func:`actlens.steer`.
         coeff_range: ``(low, high)`` positive coefficients to search (default 1/256 to 16 units).
 
     >>> from actlens.models.tiny import tiny_model

@@ -342,10 +342,15 @@ def kl_per_token(
 
     Args:
         texts: the texts to score (each must be at least as long as the injection).
-        vector, coeff, align, position: the steering request, as in :func:`actlens.steer`.
-        phase, span, include_bos: which tokens ``align="all"`` steers, as in :func:`actlens.steer`.
+        vector: the steering vector (or ``(vector, coeff)`` pairs), as in :func:`actlens.steer`.
+        coeff: its coefficient, as in :func:`actlens.steer`.
+        align: how it is placed, as in :func:`actlens.steer`.
+        position: which row ``align="all"`` uses, as in :func:`actlens.steer`.
+        phase: which tokens ``align="all"`` steers, as in :func:`actlens.steer`.
             Scored text is all prompt, so ``phase="prompt"`` equals ``"both"`` here and
             ``"generation"`` (nothing steered) is an error.
+        span: prompt positions ``align="all"`` steers, as in :func:`actlens.steer`.
+        include_bos: also steer BOS, as in :func:`actlens.steer`.
         control: also run the norm-matched Gaussian control (one more forward per text); with
             False the ``*_control`` fields are None.
         control_seed: seed of that control (:func:`actlens.random_like`).

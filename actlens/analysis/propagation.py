@@ -107,7 +107,9 @@ def propagation(
 
     Args:
         vector: a :class:`actlens.SteeringVector`; it is injected at ``vector.layer``.
-        coeff, align, position: the steering request, as in :func:`actlens.steer`.
+        coeff: the coefficient, as in :func:`actlens.steer`.
+        align: how the vector is placed, as in :func:`actlens.steer`.
+        position: which row ``align="all"`` uses, as in :func:`actlens.steer`.
         texts: texts to run (each at least as long as the injection).
 
     >>> from actlens.models.tiny import tiny_model

@@ -51,6 +51,7 @@ import torch
 from actlens.bench import extra, klcurve, report, timing  # extra and klcurve register the optional analysis rows
 from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
+from actlens.core.helptext import plain
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULTS = dict(batch_sizes="1,32", new_tokens=128, prompt_tokens=24, forward_batch=16, forward_tokens=256,
@@ -60,7 +61,7 @@ SMOKE = dict(batch_sizes="1,2", new_tokens=4, prompt_tokens=8, forward_batch=2, 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="actlens bench", description=__doc__.replace("``", "'"),
+    p = argparse.ArgumentParser(prog="actlens bench", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="smollm2-135m",
                    help="gpt2-xl-random / llama-1b-random are random-weight GPU-sized models (slow on CPU)")

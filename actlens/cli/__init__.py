@@ -146,14 +146,25 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
-    parser = argparse.ArgumentParser(prog="actlens", description=__doc__.split("\n\n")[0])
+    from actlens import __version__
+    from actlens.core.helptext import plain
+
+    parser = argparse.ArgumentParser(prog="actlens", description=plain(__doc__.split("\n\n")[0]))
+    parser.add_argument("--version", action="version", version=f"actlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _steer_args(sub.add_parser("steer", help="print paired unsteered/steered completions"), demo=False)
-    _steer_args(sub.add_parser("demo", help="the README example: Love - Hate on the embedded model"), demo=True)
-    sub.add_parser("bench", help="throughput benchmark (see `actlens bench --help`)", add_help=False)
-    sub.add_parser("figures", help="regenerate figures/ (see `actlens figures --help`)", add_help=False)
+    from actlens.cli.demo import DEMOS
+    from actlens.core.corpora import SENTIMENT_PAIRS
+
+    demo_help = (f"paired unsteered/steered completions with the demo's vector: the mean difference of "
+                 f"{len(SENTIMENT_PAIRS)} positive/negative sentence pairs, added at every position at the model's "
+                 f"measured layer and coefficient (" +
+                 "; ".join(f"{name}: layer {r.layer}, c {r.coeff:g}" for name, r in DEMOS.items()) + ")")
+    _steer_args(sub.add_parser("demo", help=demo_help), demo=True)
+    sub.add_parser("bench", help="throughput benchmark (see actlens bench --help)", add_help=False)
+    sub.add_parser("figures", help="regenerate figures/ (see actlens figures --help)", add_help=False)
     sub.add_parser("diagnose", help="norms, sinks, calibrated strength and steerability of a vector "
-                   "(see `actlens diagnose --help`)", add_help=False)
+                   "(see actlens diagnose --help)", add_help=False)
     if argv and argv[0] in OWN_FLAGS:
         return int(OWN_FLAGS[argv[0]]()(argv[1:]) or 0)
     args = parser.parse_args(argv)

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from actlens.core.helptext import plain
+
 PAIR_SETS = ("sentiment", "weddings")
 
 
@@ -155,7 +157,7 @@ def report(args: argparse.Namespace, out=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="actlens diagnose", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="actlens diagnose", description=plain(__doc__.split("\n\n")[0]))
     add_arguments(p)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:

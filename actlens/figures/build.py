@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from actlens.core.helptext import plain
 from actlens.figures.registry import JOBS
 from actlens.figures.static_png import png_problem
 from actlens.models import embedded
@@ -42,7 +43,7 @@ LIBRARIES = ("actlens", "torch", "transformer-lens", "transformers", "plotly", "
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="actlens figures", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="actlens figures", description=plain(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="figure ids: " + ", ".join(JOBS))
     p.add_argument("--model", default=None, help="model name (default: smollm2-135m; with --smoke: tiny); "
