@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from actlens.bench import extra, klcurve, report, timing  # extra and klcurve register the optional analysis rows
+from actlens.bench import extra, klcurve, mediation, report, timing  # extra, klcurve and mediation register rows
 from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
 from actlens.core.helptext import plain
@@ -165,6 +165,8 @@ def run(args) -> dict:
     for group in ("klcurve", "klcurve-late"):
         if any(r.group == group for r in rows):
             cases.append(Case(group, s["klcurve_batch"], s["klcurve_tokens"]))
+    if any(r.group == "mediation" for r in rows):
+        cases.append(Case("mediation", 16, 32))  # issue 23's size: 16 texts of 32 tokens, every layer's attn and MLP
 
     thunks, skipped = {}, []
     for case in cases:
@@ -235,7 +237,7 @@ def _check(thunks: dict, device: torch.device, dtype: str = "float32", work: Wor
                 raise RuntimeError(f"row {r.id} made {tuple(out.shape)} tokens for {case.key}; expected "
                                    f"{(case.batch, case.new_tokens)}: the rows would not do the same work")
             outputs[(case, r)] = out.cpu()
-        elif case.group in ("sweep", "klcurve", "klcurve-late"):
+        elif case.group in ("sweep", "klcurve", "klcurve-late", "mediation"):
             outputs[(case, r)] = out
         elif case.group == "forward" and r.name in ("hf", "actlens", "tl-bridge") and isinstance(out, torch.Tensor):
             outputs[(case, r)] = out.float()
@@ -275,6 +277,12 @@ def _check(thunks: dict, device: torch.device, dtype: str = "float32", work: Wor
             # reported and not asserted (sweep(..., exact=True) makes rows independent of their batch).
             check(case, r, "share of completions equal to one setting at a time", agree, 1.0 if exact else None,
                   agree == 1.0 or not exact)
+        elif case.group == "mediation":
+            worst = mediation.agreement(base, out)
+            meta[(case, r)] = {"max_fraction_difference": worst}
+            limit = 0.0 if exact else 1e-2
+            check(case, r, "largest |fraction difference| against one forward per component", worst, limit,
+                  worst <= limit)
         elif case.group in ("klcurve", "klcurve-late"):
             if len(out) != len(base):
                 raise RuntimeError(f"row {r.id} gave {len(out)} mean KLs; {baseline_of(r.group).id} gave {len(base)}")

@@ -59,6 +59,8 @@ TARGETS = (
     # Not a target of actlens: the same halves on two plain processes, i.e. what this machine allows two workers.
     Target("reference: 2 plain processes (no Ray) >= 1.6x one process (1 thread each)", "sweep", "2-processes",
            "batched", "throughput", 1.6),
+    Target("actlens.mediation (components batched) >= 1x the one-forward-per-component loop", "mediation", "batched",
+           "naive", "throughput", 1.0),
     Target("kl_curve, 8 coefficients, >= 3x the throughput of 8 kl_per_token(control=False) calls", "klcurve",
            "batched", "separate", "throughput", 3.0),
     Target("kl_curve at 2/3 depth, 8 coefficients, >= 3x 8 kl_per_token(control=False) calls", "klcurve-late",

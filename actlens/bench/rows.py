@@ -50,7 +50,7 @@ class Case:
             return f"generate b={self.batch} p={self.prompt_tokens} n={self.new_tokens}"
         if self.group == "sweep":
             return f"sweep {self.batch} completions n={self.new_tokens}"
-        if self.group.startswith("klcurve"):
+        if self.group.startswith("klcurve") or self.group == "mediation":
             return f"{self.group} b={self.batch} p={self.prompt_tokens}"
         return f"forward b={self.batch} p={self.prompt_tokens}"
 
