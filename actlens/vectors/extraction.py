@@ -129,6 +129,15 @@ class PairReads:
     pos_ids: list[list[int]]
     neg_ids: list[list[int]]
 
+    def mean_diff_norm(self) -> float:
+        """The norm of the pairs' mean difference: the scale one-row directions (PCA, probe) are given, so their
+        coefficients compare with the mean difference's. Zero leaves no scale or sign: an error."""
+        scale = float(torch.linalg.vector_norm(self.pos.mean(0) - self.neg.mean(0)))
+        if not scale > 0:
+            raise ValueError("the pairs' mean difference is zero at this layer and read position, so there is no "
+                             "scale (or sign) for a direction; use pairs whose texts differ at the read position")
+        return scale
+
     def provenance(self, read_position: ReadPosition | int) -> dict:
         """The :func:`from_values` keywords that record where the vector came from."""
         return dict(bos_row=False, plus=tuple(self.positives), minus=tuple(self.negatives),

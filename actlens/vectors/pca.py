@@ -100,10 +100,7 @@ def pca_vector(
     reads = read_pairs(model, pairs, layer, read_position=read_position, batch_size=batch_size, min_pairs=2,
                        method=f"PCA ({method})")
     direction, ratio = pca_direction(reads.pos, reads.neg, method)
-    scale = float(torch.linalg.vector_norm(reads.pos.mean(0) - reads.neg.mean(0)))
-    if not scale > 0:
-        raise ValueError("the pairs' mean difference is zero at this layer and read position, so there is no scale "
-                         "(or sign) for the direction; use pairs whose texts differ at the read position")
+    scale = reads.mean_diff_norm()
     notes = (f"{method}: first principal component (explained variance ratio {ratio:.3f}) of {len(reads.pos)} pairs, "
              f"unit direction scaled to the mean difference's norm {scale:.4g}")
     return from_values(model, layer, (direction * scale)[None], method, notes=notes,

@@ -117,10 +117,7 @@ def probe_vector(
     reads = read_pairs(model, pairs, layer, read_position=read_position, batch_size=batch_size, min_pairs=2,
                        method="a probe (one example per class is no fit)")
     direction, accuracy = probe_direction(reads.pos, reads.neg, C=C, max_iter=max_iter)
-    scale = float(torch.linalg.vector_norm(reads.pos.mean(0) - reads.neg.mean(0)))
-    if not scale > 0:
-        raise ValueError("the pairs' mean difference is zero at this layer and read position, so there is no scale "
-                         "for the direction; use pairs whose texts differ at the read position")
+    scale = reads.mean_diff_norm()
     notes = (f"probe: logistic regression (L2, C={C:g}) on {len(reads.pos)} pairs, training accuracy {accuracy:.3f}, "
              f"unit coef_ direction scaled to the mean difference's norm {scale:.4g}")
     return from_values(model, layer, (direction * scale)[None], "probe", notes=notes,
