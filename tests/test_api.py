@@ -116,3 +116,20 @@ def test_the_layer_checks_catch_an_upward_import_and_a_cycle(tmp_path, monkeypat
     cyclic = tmp_path / "cyclic.py"
     cyclic.write_text("def f():\n    import actlens.core.metrics\n")
     assert _imports("actlens.core.corpora", cyclic, modules) == {"actlens.core.metrics"}
+
+
+def test_the_repo_map_lists_every_module_of_every_subpackage():
+    """The docs' repo map (notebooks/docs/internals.md) matches the tree; the README names every subpackage."""
+    root = Path(actlens.__file__).parent
+    repo = root.parent
+    table = {}
+    for line in (repo / "notebooks" / "docs" / "internals.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[1].startswith("`") and cells[1].endswith("/`"):
+            table[cells[1].strip("`/")] = cells[2]
+    assert set(table) == set(LAYERS), f"repo map rows {sorted(table)} != subpackages {sorted(LAYERS)}"
+    missing = [f"{sub}/{p.stem}" for sub in LAYERS for p in sorted((root / sub).glob("*.py"))
+               if not p.stem.startswith("__") and f"`{p.stem}`" not in table[sub]]
+    assert not missing, f"modules the repo map does not mention: {missing}"
+    readme = (repo / "README.md").read_text()
+    assert all(f"`{sub}/`" in readme for sub in LAYERS), "the README's short repo map names every subpackage"
