@@ -256,4 +256,4 @@ def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *
     return [sampling.until_eos(row, eos) for row in new]
 
 
-__all__ = ["Generation", "PairedGeneration", "SteeringVector", "decode", "generate", "steered_logits"]
+__all__ = ["Generation", "PairedGeneration", "SteeringVector", "compiled", "decode", "generate", "steered_logits"]
