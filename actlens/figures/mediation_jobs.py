@@ -44,6 +44,7 @@ def mediation_figure(job: Job) -> Output:
             + " of the effect; alone, " + ", ".join(f"{r.component} recovers {r.fraction:.2f}" for r in suff.itertuples())
             + "; top heads (remaining when restored): "
             + ", ".join(f"{r.component} {r.fraction:.2f}" for r in heads.itertuples()) + ".")
+    notes.append(_reading(frame, list(runs)))
     config = dict(texts=texts, metric="kl", n_boot=n_boot,
                   vectors={k: dict(layer=v.layer, site=v.site, coeff=c, align=a, kind=v.kind)
                            for k, (v, c, a) in runs.items()})
@@ -61,3 +62,21 @@ JOBS: dict[str, FigureJob] = {
 """Figure id -> job."""
 
 __all__ = ["JOBS"]
+
+
+def _reading(frame: pd.DataFrame, names: list[str], top: int = 5) -> str:
+    """Is one component necessary, or is the effect spread out? Do the two vectors use the same components?"""
+    parts, tops = [], {}
+    for name in names:
+        nec = frame[(frame.vector == name) & (frame.measure == "necessity") & frame.kind.isin(["attn", "mlp"])]
+        nec = nec.sort_values("fraction")
+        tops[name] = list(nec.component[:top])
+        first = nec.iloc[0]
+        spread = ("one component carries most of it" if first.fraction < 0.5 else
+                  "no single component carries it: the effect is spread over many")
+        parts.append(f"{name}: the most necessary component is {first.component} (restoring it leaves "
+                     f"{first.fraction:.2f} of the effect), so {spread}")
+    shared = [c for c in tops[names[0]] if c in tops[names[1]]]
+    parts.append(f"of each vector's {top} most necessary components, {len(shared)} are shared "
+                 f"({', '.join(shared) or 'none'})")
+    return "Reading: " + "; ".join(parts) + "."
