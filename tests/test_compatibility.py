@@ -90,6 +90,11 @@ def test_vector_files_and_pickles_from_before_the_move_load(tmp_path):
     assert b"actlens.steering_vector" in data and b"actlens.vectors.steering_vector" not in data
     old = pickle.loads(data)
     assert type(old) is SteeringVector and old == v
+    # A vector pickled before the largest value was recorded steers: the value is read on first use.
+    old.__dict__.pop("_peak")
+    with actlens.steer(model, old, 2.0):
+        pass
+    assert old.peak == v.peak > 0
 
 
 def test_committed_sweep_stores_still_read():

@@ -95,12 +95,9 @@ class SteeringVector:
             _validation.choice("site", self.site, SITES)
         # Every way a vector is made (builders, from_values, with_values, random_like) ends here. The largest
         # |value| is read back once, now, so that applying the vector (the overflow check) never syncs a device.
-        values = self._values.detach()
-        peak = 0.0 if values.numel() == 0 or values.is_meta else float(values.abs().max().double())
-        object.__setattr__(self, "_peak", peak)
-        if math.isfinite(peak):
+        if math.isfinite(self.peak):
             return
-        finite = torch.isfinite(values)
+        finite = torch.isfinite(self._values)
         if not bool(finite.all()):
             rows = sorted({int(r) for r in (~finite).nonzero()[:, 0].tolist()})
             raise ValueError(
@@ -110,8 +107,13 @@ class SteeringVector:
 
     @property
     def peak(self) -> float:
-        """The largest absolute value, read when the vector was made (0 on the meta device)."""
-        return self.__dict__["_peak"]
+        """The largest absolute value, read once (when the vector is made) and kept; 0 on the meta device."""
+        peak = self.__dict__.get("_peak")
+        if peak is None:  # first read: at construction, or for a vector unpickled from an actlens without it
+            values = self._values.detach()
+            peak = 0.0 if values.numel() == 0 or values.is_meta else float(values.abs().max().double())
+            object.__setattr__(self, "_peak", peak)
+        return peak
 
     @property
     def values(self) -> Float[Tensor, "pos d_model"]:
