@@ -153,7 +153,7 @@ def additions(
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], SteeringVector)):
             raise TypeError(f"expected a SteeringVector or (SteeringVector, coeff) pairs, got {item!r}")
         vec, c = item
-        source = vec.values
+        source = vec._values  # the vector's own tensor (immutable): its id names these values while kept alive
         c = _validation.finite("coeff", c)
         vec.check_model(model)
         check_layer(model, vec.layer)
