@@ -17,7 +17,9 @@ boolean mask built from a few terms:
 
 Steering hooks (:mod:`actlens.steering.intervene`, :mod:`actlens.steering.batched`), the projection hook of
 :mod:`actlens.analysis.ablation`, the analyses and :mod:`actlens.experiments.evaluate` all take their positions
-from these functions. A :class:`Scope` (``phase="both"|"prompt"|"generation"``, a prompt
+from these functions. A hook keeps a placement's per-row numbers as device tensors (:class:`Bounds`), so
+that a compiled decode step, whose chunk start is a 0-d device tensor, computes the same masks without
+reading a Python number (which dynamo would bake into the graph, recompiling per step or per padding). A :class:`Scope` (``phase="both"|"prompt"|"generation"``, a prompt
 ``span`` and ``include_bos``) narrows ``align="all"``: further terms of :func:`injected`
 (``absolute < start + length`` for the prompt, ``>=`` for generated tokens, the span's
 bounds per row) and of :meth:`Placement.first`.
@@ -42,12 +44,13 @@ class Positions:
     """What the model's blocks know about the chunk now flowing through them (one per model).
 
     ``past`` is the number of positions already in the KV cache (0 without one), recorded by
-    each block before it runs; ``starts``/``lengths`` give each row's first real position and
+    each block before it runs; in a compiled decode step (a static KV cache under ``torch.compile``)
+    it is a 0-d device tensor, so that nothing reads it on the host; ``starts``/``lengths`` give each row's first real position and
     prompt length in padded coordinates, set by :meth:`padded`, or ``None`` when unknown (then
     rows are taken as unpadded).
     """
 
-    past: int = 0
+    past: int | Tensor = 0
     starts: list[int] | None = None
     lengths: list[int] | None = None
 
@@ -73,7 +76,7 @@ class Layout:
     starts: tuple[int, ...]
     lengths: tuple[int, ...]
     seq: int
-    past: int = 0
+    past: int | Tensor = 0
 
     @property
     def batch(self) -> int:
@@ -81,11 +84,20 @@ class Layout:
 
     def absolute(self, device: torch.device | str = "cpu") -> Int[Tensor, " seq"]:
         """The absolute positions of the chunk's columns."""
-        return torch.arange(self.past, self.past + self.seq, device=device)
+        return absolute(self.past, self.seq, device)
 
     def per_row(self, values: Sequence[int], device: torch.device | str = "cpu") -> Int[Tensor, "batch 1"]:
         # built on the CPU and copied without waiting (torch.tensor(..., device=cuda) waits for the stream)
         return torch.tensor(list(values)).to(device, non_blocking=True)[:, None]
+
+
+def absolute(past: int | Tensor, seq: int, device: torch.device | str = "cpu") -> Int[Tensor, " seq"]:
+    """Positions ``[past, past + seq)``; ``past`` may be a 0-d device tensor (a compiled decode step).
+
+    >>> absolute(2, 3).tolist(), absolute(torch.tensor(2), 3).tolist()
+    ([2, 3, 4], [2, 3, 4])
+    """
+    return torch.arange(seq, device=device) + past
 
 
 def of_batch(starts: Sequence[int], lengths: Sequence[int], seq: int) -> Layout:
@@ -259,13 +271,56 @@ def real(layout: Layout, device: torch.device | str = "cpu", *, skip_bos: bool =
     return layout.absolute(device)[None] >= layout.per_row([s + int(skip_bos) for s in layout.starts], device)
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """A placement's per-row numbers in one batch layout, as ``[batch, 1]`` device tensors.
+
+    ``first``: the first position the vector touches (:data:`NOWHERE` in rows it does not apply to);
+    ``end``/``stop``: the prompt's end and the span's stop, only where an ``align="all"`` scope cuts the
+    prompt (a span, or ``phase="prompt"``). Made once per layout, read by every chunk of it.
+    """
+
+    first: Tensor
+    end: Tensor | None = None
+    stop: Tensor | None = None
+
+
+def bounds(placement: Placement, layout: Layout, device: torch.device | str = "cpu", *,
+           first: Sequence[int] | None = None) -> Bounds:
+    """The :class:`Bounds` of ``placement`` in ``layout`` (``first``: :meth:`Placement.first`, when known)."""
+    first = placement.first(layout) if first is None else first
+    scope = placement.scope
+    if placement.align != "all" or not (scope.span is not None or scope.phase == "prompt"):
+        return Bounds(layout.per_row(first, device))
+    pairs = list(zip(layout.starts, layout.lengths, strict=True))
+    return Bounds(layout.per_row(first, device), layout.per_row([s + n for s, n in pairs], device),
+                  layout.per_row([s + scope.prompt_range(n, placement.prepend_bos)[1] for s, n in pairs], device))
+
+
+def window(placement: Placement, b: Bounds, at: Int[Tensor, " seq"]
+           ) -> tuple[Int[Tensor, "batch seq"], Bool[Tensor, "batch seq"]]:
+    """For a positional placement at absolute positions ``at``: which vector row each position gets
+    (clamped), and whether it is inside the window."""
+    rel = at[None] - b.first  # position within the window
+    return rel.clamp(0, placement.k - 1), (rel >= 0) & (rel < placement.k)
+
+
+def mask(placement: Placement, b: Bounds, at: Int[Tensor, " seq"]) -> Bool[Tensor, "batch seq"]:
+    """True where ``placement`` adds its vector among the absolute positions ``at`` (see :func:`injected`)."""
+    if placement.align != "all":
+        return window(placement, b, at)[1]
+    inside = at[None] >= b.first
+    if b.end is not None:  # cut the prompt at the span's stop / its end
+        in_prompt = at[None] < b.stop
+        inside &= in_prompt | (at[None] >= b.end) if placement.scope.phase == "both" else in_prompt
+    return inside
+
+
 def window_index(
     placement: Placement, first: Sequence[int], layout: Layout, device: torch.device | str = "cpu"
 ) -> tuple[Int[Tensor, "batch seq"], Bool[Tensor, "batch seq"]]:
     """For a positional placement: which vector row each position gets (clamped), and whether it is inside."""
-    rel = layout.absolute(device)[None] - layout.per_row(first, device)  # position within the window
-    inside = (rel >= 0) & (rel < placement.k)
-    return rel.clamp(0, placement.k - 1), inside
+    return window(placement, Bounds(layout.per_row(first, device)), layout.absolute(device))
 
 
 def injected(
@@ -280,20 +335,7 @@ def injected(
     >>> injected(Placement("all", 1, False, True), of_batch([1, 0], [3, 4], 4)).int().tolist()
     [[0, 0, 1, 1], [0, 1, 1, 1]]
     """
-    first = placement.first(layout) if first is None else first
-    if placement.align == "all":
-        at = layout.absolute(device)[None]
-        mask = at >= layout.per_row(first, device)
-        scope = placement.scope
-        if scope.span is not None or scope.phase == "prompt":  # cut the prompt at the span's stop / its end
-            ends = [s + n for s, n in zip(layout.starts, layout.lengths, strict=True)]
-            stops = [s + scope.prompt_range(n, placement.prepend_bos)[1]
-                     for s, n in zip(layout.starts, layout.lengths, strict=True)]
-            generated = at >= layout.per_row(ends, device)
-            in_prompt = at < layout.per_row(stops, device)
-            mask &= in_prompt | generated if scope.phase == "both" else in_prompt
-        return mask
-    return window_index(placement, first, layout, device)[1]
+    return mask(placement, bounds(placement, layout, device, first=first), layout.absolute(device))
 
 
 def injected_at(placement: Placement, length: int) -> list[int]:
@@ -305,5 +347,5 @@ def injected_at(placement: Placement, length: int) -> list[int]:
     return injected(placement, of_batch([0], [length], length))[0].nonzero().flatten().tolist()
 
 
-__all__ = ["Layout", "Placement", "Positions", "Scope", "Tracker", "injected", "injected_at", "of_batch", "real",
-           "window_index"]
+__all__ = ["Bounds", "Layout", "Placement", "Positions", "Scope", "Tracker", "absolute", "bounds", "injected", "injected_at", "of_batch", "mask", "real",
+           "window", "window_index"]

@@ -169,9 +169,36 @@ def record_past(positions: Positions, layer: int) -> Callable:
 
     def pre(module, args, kwargs):
         cache = _find_cache(args, kwargs)
-        positions.past = int(cache.get_seq_length(layer)) if cache is not None else 0
+        if cache is None:
+            positions.past = 0
+        elif torch.compiler.is_compiling() and (length := _device_length(cache, layer, args, kwargs)) is not None:
+            positions.past = length
+        else:
+            positions.past = int(cache.get_seq_length(layer))
 
     return pre
+
+
+def _device_length(cache: Cache, layer: int, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The cache length before ``layer`` stores this chunk, as a 0-d device tensor, in a compiled decode step.
+
+    A static cache counts in a device tensor, which the layer advances in place (so this is a copy); nothing
+    reads it on the host and no step's number is baked into the graph. Sliding-window layers stop advancing
+    theirs once the window is full, so they read a full-attention layer's counter, less this chunk where
+    that layer has already stored it. None when no layer keeps a tensor counter (the caller reads an int).
+    """
+    layers = getattr(cache, "layers", None)
+    if not layers or layer >= len(layers):
+        return None
+    full = layer if not getattr(layers[layer], "is_sliding", False) else next(
+        (i for i, lay in enumerate(layers) if not getattr(lay, "is_sliding", False)), None)
+    counter = None if full is None else getattr(layers[full], "cumulative_length", None)
+    if not isinstance(counter, torch.Tensor):
+        return None
+    if full < layer:  # that layer ran first in this step and has counted the chunk already
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return counter - hidden.shape[1]
+    return counter.clone()
 
 
 def _fire_hook_point(hook_point: HookPoint, positions: Positions, layer: int) -> Callable:

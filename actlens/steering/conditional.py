@@ -208,10 +208,10 @@ def gate_hook(gates: Sequence[Gate], positions: Positions):
     tracker = Tracker(positions)
 
     def hook(resid: Tensor, *, hook) -> Tensor:
+        if isinstance(positions.past, Tensor) or positions.past > 0:  # a decode step (compiled ones hold a tensor)
+            return resid
         batch, seq, _ = resid.shape
         layout = tracker.layout(batch, seq)
-        if layout.past > 0:
-            return resid
         device = resid.device
         mean_w = _read_weights(layout, device)
         last_w = (layout.absolute(device)[None] == layout.per_row(

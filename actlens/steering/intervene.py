@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
+from actlens.core import positions as positions_
 from actlens.core import validation as _validation
-from actlens.core.positions import NOWHERE, Placement, Positions, Scope, Tracker, injected, window_index
+from actlens.core.positions import NOWHERE, Bounds, Placement, Positions, Scope, Tracker
 from actlens.core.types import ALIGNS, Align, Phase
 from actlens.models.model import check_layer, check_site, state, write_hook_name
 from actlens.steering.conditional import Gate, gate_for, gate_hooks
@@ -69,21 +70,36 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
     first position is computed once per batch layout (:mod:`actlens.core.positions`), a KV-cached
     decode step past every window returns at once, and ``align="all"`` decode steps add the
     vector by broadcasting.
+
+    In a compiled decode step (``positions.past`` a device tensor) the hook is graph-safe: it reads
+    only tensors (the chunk start, the :class:`~actlens.core.positions.Bounds` its eager prompt call
+    made, the deltas) and branches on nothing they hold, so new coefficients, vector values or prompts
+    of the same shape reuse the compiled graph, and each step adds what the eager path would.
     """
     cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
     tracker = Tracker(positions)
-    # addition index -> (layout rows, first position per row,
-    #                    (lowest, highest) first position of the rows it applies to)
-    firsts: dict[int, tuple[tuple, list[int], tuple[int, int]]] = {}
-    ends: dict[int, int] = {}  # addition index -> the last prompt's end (past it, a chunk is all generated tokens)
+    layout_of: list[tuple | None] = [None]  # the (starts, lengths, device) the numbers below describe
+    end = [0]  # the last prompt's end: past it, a chunk is all generated tokens
+    # per addition: (lowest, highest) first position of the rows it applies to, and its per-row bounds
+    spans: list[tuple[int, int]] = []
+    bounds: list[Bounds] = []
     n_rows = None if rows is None else len(rows[0])
+
+    def relayout(layout, device) -> None:
+        spans.clear(), bounds.clear()
+        end[0] = max(s + n for s, n in zip(layout.starts, layout.lengths, strict=True))
+        for i, add in enumerate(additions):
+            first = add.placement.first(layout, None if rows is None else rows[i])
+            used = [f for f in first if f != NOWHERE]
+            spans.append((min(used, default=NOWHERE), max(used, default=NOWHERE)))
+            bounds.append(positions_.bounds(add.placement, layout, device, first=first))
+        layout_of[0] = (layout.starts, layout.lengths, device)
 
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
         if n_rows is not None and n_rows != batch:
             raise ValueError(f"steer_rows was given {n_rows} row requests but the batch has {batch} rows; "
                              "pass one request (or None) per row")
-        layout = tracker.layout(batch, seq)
         key = (resid.device, resid.dtype)
         if key not in cast:
             deltas = [a.delta.to(device=resid.device, dtype=resid.dtype, non_blocking=True) for a in additions]
@@ -92,36 +108,50 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                       for r in rows])
             cast[key] = (deltas, masks)
         deltas, row_masks = cast[key]
-        past = layout.past
+        past = positions.past
+        compiled = isinstance(past, Tensor)  # a compiled decode step: its prompt ran eagerly, through here
+        if compiled and not (bounds and bounds[0].first.shape[0] == batch):  # reads no Python number of the layout
+            raise RuntimeError("a compiled decode step reached a steering hook before its prompt did; actlens "
+                               "compiles the decode steps only, with the prompt run eagerly (actlens.generate "
+                               "with compile=True does this)")
+        if not compiled:
+            layout = tracker.layout(batch, seq)
+            if layout_of[0] != (layout.starts, layout.lengths, resid.device):
+                relayout(layout, resid.device)
+        at: list[Tensor] = []  # the chunk's absolute positions, made when first needed
+
+        def part(i: int, add: Addition, delta: Tensor) -> Tensor:
+            if not at:
+                at.append(positions_.absolute(past, seq, resid.device))
+            if add.placement.align == "all":
+                return positions_.mask(add.placement, bounds[i], at[0])[..., None].to(resid.dtype) * delta[0]
+            index, inside = positions_.window(add.placement, bounds[i], at[0])
+            return delta[index] * inside[..., None].to(resid.dtype)
+
         total: Tensor | None = None  # built only when some position is touched
         for i, (add, delta, row_mask) in enumerate(zip(additions, deltas, row_masks, strict=True)):
             where = add.placement
-            rows_key = (layout.starts, layout.lengths)
-            if firsts.get(i, (None,))[0] != rows_key:
-                first = where.first(layout, None if rows is None else rows[i])
-                used = [f for f in first if f != NOWHERE]
-                firsts[i] = (rows_key, first, (min(used, default=NOWHERE), max(used, default=NOWHERE)))
-                ends[i] = max(s + n for s, n in zip(layout.starts, layout.lengths, strict=True))
-            _, first, (lowest, highest) = firsts[i]
-            if where.align == "all":
-                if past + seq <= lowest:
+            if compiled:  # nothing is skipped on a number: every step computes its (tiny) masks
+                term = part(i, add, delta)
+            elif where.align == "all":
+                if past + seq <= spans[i][0]:
                     continue  # before every row's first steered position (e.g. the prompt, phase="generation")
-                if past >= ends[i]:  # generated tokens of every row only (a decode step)
+                if past >= end[0]:  # generated tokens of every row only (a decode step)
                     if where.scope.phase == "prompt":
                         continue
-                    part = delta[0]
+                    term = delta[0]
                 else:
-                    part = injected(where, layout, resid.device, first=first)[..., None].to(resid.dtype) * delta[0]
+                    term = part(i, add, delta)
             else:
+                lowest, highest = spans[i]
                 if past >= highest + add.k or past + seq <= lowest:
                     continue  # no window in this chunk (e.g. a KV-cached decode step)
-                index, inside = window_index(where, first, layout, resid.device)
-                part = delta[index] * inside[..., None].to(resid.dtype)
+                term = part(i, add, delta)
             if row_mask is not None:
-                part = part * row_mask
+                term = term * row_mask
             if add.gate is not None:  # a device tensor set at the prompt: no host sync per step
-                part = part * add.gate.rows(batch)
-            total = part if total is None else total + part
+                term = term * add.gate.rows(batch)
+            total = term if total is None else total + term
         return resid if total is None else resid + total  # a [d_model] total broadcasts
 
     return hook

@@ -133,6 +133,7 @@ def _compiled_vs_eager(model, backend):
     return graphs
 
 
+@pytest.mark.compiled
 @pytest.mark.parametrize("arch", ["llama", pytest.param("gpt2", marks=pytest.mark.slow),
                                   pytest.param("gemma3", marks=pytest.mark.slow)])
 def test_compiled_decoding_steers_like_eager_decoding(arch):
@@ -146,12 +147,47 @@ def test_compiled_decoding_steers_like_eager_decoding(arch):
 
 
 @pytest.mark.slow
+@pytest.mark.compiled
 def test_compiled_decoding_with_inductor_steers_like_eager_decoding():
     """The real thing on the CPU: inductor compiles C++ (minutes on two cores)."""
     from actlens.models.tiny import tiny_hf
 
     hf, tok = tiny_hf("llama")
     _compiled_vs_eager(actlens.load_model(hf, tokenizer=tok), True)
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("arch", ["llama", pytest.param("gemma3", marks=pytest.mark.slow)])
+def test_compiled_decode_step_is_one_graph_that_new_values_reuse(arch):
+    """The steering hook is graph-safe: a compiled decode step has no graph break (no host read of the cache
+    length or of the rows' positions), and new coefficients, new vector values at the same layer and new
+    prompts of the same padded shape run the graph already compiled, still steering like eager decoding.
+    Gemma 3's sliding-window layers count their cache length in a Python int: the hooks read the tensor."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from actlens.models.tiny import tiny_hf
+    from actlens.vectors import actadd_vector
+
+    hf, tok = tiny_hf(arch)
+    model = actlens.load_model(hf, tokenizer=tok)
+    greedy = dict(max_new_tokens=5, temperature=0, stop_at_eos=False)
+    texts = ["I think that you are", "Hello there"]
+    others = ["We went to the shops", "A cat"]
+    shape = [len(tok(t).input_ids) for t in texts]
+    assert max(shape) == max(len(tok(t).input_ids) for t in others) and shape != [len(tok(t).input_ids) for t in others]
+    love, up = actadd_vector(model, "Love", "Hate", 1), actadd_vector(model, "Up", "Down", 1)
+    torch._dynamo.reset()
+    counters.clear()
+    graphs = []
+    for vector, coeff, prompts in ((love, 4.0, texts), (love, 9.0, texts), (up, -6.0, texts), (up, -6.0, others)):
+        steering = dict(vector=vector, coeff=coeff, align="all", position=1)
+        eager = actlens.generate(model, prompts, **greedy, **steering).tokens
+        assert actlens.generate(model, prompts, **greedy, **steering, compile="eager").tokens == eager
+        assert actlens.generate(model, prompts, **greedy).tokens != eager  # the steering changed something
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert graphs == [graphs[0]] * 4, graphs
 
 
 @pytest.mark.unchecked
@@ -177,6 +213,7 @@ def test_compile_refuses_what_it_cannot_do(tiny_models, monkeypatch):
     assert out.tokens == actlens.generate(model, ["Hi"], max_new_tokens=2, temperature=0).tokens
 
 
+@pytest.mark.compiled
 def test_compiled_sweep_equals_eager_sweep(tiny_models):
     grid = actlens.Grid(vectors=[actlens.pair_spec("Love", "Hate")], layers=[1], coeffs=[2.0],
                         prompts=["I think", "The weather today is"], seeds=[0], controls=("unsteered", "random"))
