@@ -131,6 +131,7 @@ def test_cuda_sweeps_chat_and_vector_files(arch, tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.compiled
 @pytest.mark.parametrize("arch", ["llama"])  # each new steering set-up compiles: one architecture keeps .ci/gpu short
 def test_cuda_compiled_decoding_steers_like_eager(arch):
     """generate(compile=True) on CUDA (inductor, CUDA graphs, static KV cache), float32: the same greedy tokens as

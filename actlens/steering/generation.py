@@ -236,7 +236,7 @@ def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *
     fast = fast_tree(model)
     device = device_of(model)
     sample = not settings.greedy
-    with torch.inference_mode(), padding(model, batch.starts, batch.lengths):
+    with torch.inference_mode(), padding(model, batch.starts, batch.lengths), _graphs(compile_with):
         if fast is not None:
             config = sampling.generation_config(settings, sample=sample, eos=eos,
                                                 pad_token_id=prompts.pad_token_id(model), use_cache=use_cache,
@@ -254,6 +254,19 @@ def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *
                                                 max_new_tokens=settings.max_new_tokens, sample=sample,
                                                 eos=eos).tolist()
     return [sampling.until_eos(row, eos) for row in new]
+
+
+RECOMPILE_LIMIT = 64
+
+
+def _graphs(compile_with):
+    """Room for one compiled graph per steering set-up (layers, sites, alignments, batch shape) of the one compiled
+    decode step: at dynamo's default of 8, a layer sweep would fall back to eager decoding after 8 layers."""
+    if compile_with is None:
+        return contextlib.nullcontext()
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit))
 
 
 __all__ = ["Generation", "PairedGeneration", "SteeringVector", "compiled", "decode", "generate", "steered_logits"]

@@ -156,38 +156,79 @@ def test_compiled_decoding_with_inductor_steers_like_eager_decoding():
     _compiled_vs_eager(actlens.load_model(hf, tokenizer=tok), True)
 
 
-@pytest.mark.compiled
+# Graph counts are read in a fresh interpreter: under pytest, jaxtyping's import hook wraps every actlens function
+# in a checker that dynamo cannot trace, so it would run those frames eagerly and compile the pieces between them.
+PROBE = r"""
+import json, sys
+import torch._dynamo
+from torch._dynamo.utils import counters
+import actlens
+from actlens.models.tiny import tiny_hf
+from actlens.vectors import actadd_vector
+
+arch, case = sys.argv[1:]
+hf, tok = tiny_hf(arch)
+model = actlens.load_model(hf, tokenizer=tok)
+greedy = dict(max_new_tokens=4, temperature=0, stop_at_eos=False)
+texts = ["I think that you are", "Hello there"]
+if case == "values":  # new coefficient, new vector values at the same layer, new prompts of the same padded shape
+    others = ["We went to the shops", "A cat"]
+    love, up = actadd_vector(model, "Love", "Hate", 1), actadd_vector(model, "Up", "Down", 1)
+    setups = [(love, 4.0, "all", texts), (love, 9.0, "all", texts), (up, -6.0, "all", texts),
+              (up, -6.0, "all", others), (love, 4.0, "front", texts), (up, 6.0, "front", others)]
+    widths = [max(len(tok(t).input_ids) for t in p) for p in (texts, others)]
+else:  # more steering set-ups than dynamo's default recompile limit
+    setups = [(actadd_vector(model, "Love", "Hate", layer), 4.0, align, ["Hello there"])
+              for align in ("front", "back", "all") for layer in range(model.cfg.n_layers)]
+    widths = [torch._dynamo.config.recompile_limit]
+rows = []
+for vector, coeff, align, prompts in setups:
+    steering = dict(vector=vector, coeff=coeff, align=align, position=1)
+    compiled = actlens.generate(model, prompts, **greedy, **steering, compile="eager").tokens
+    rows.append(dict(compiled=compiled, eager=actlens.generate(model, prompts, **greedy, **steering).tokens,
+                     unsteered=actlens.generate(model, prompts, **greedy).tokens,
+                     graphs=counters["stats"]["unique_graphs"]))
+print(json.dumps(dict(rows=rows, widths=widths, breaks=sum(counters["graph_break"].values()),
+                      skipped=sum(counters["unimplemented"].values()))))
+"""
+
+
+def _probe(arch: str, case: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PROBE, arch, case], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("arch", ["llama", pytest.param("gemma3", marks=pytest.mark.slow)])
 def test_compiled_decode_step_is_one_graph_that_new_values_reuse(arch):
-    """The steering hook is graph-safe: a compiled decode step has no graph break (no host read of the cache
-    length or of the rows' positions), and new coefficients, new vector values at the same layer and new
-    prompts of the same padded shape run the graph already compiled, still steering like eager decoding.
-    Gemma 3's sliding-window layers count their cache length in a Python int: the hooks read the tensor."""
-    import torch._dynamo
-    from torch._dynamo.utils import counters
+    """The steering hook is graph-safe: a compiled decode step is one graph with no break and no frame dynamo gives
+    up on (no host read of the cache length or of the rows' positions), and new coefficients, new vector values at
+    the same layer and new prompts of the same padded shape run the graph already compiled, still steering like
+    eager decoding (``align="all"`` steers every generated token). Gemma 3's sliding-window layers stop counting
+    in their tensor once the window is full: the hooks read a full-attention layer's counter."""
+    got = _probe(arch, "values")
+    assert got["widths"][0] == got["widths"][1]
+    for row in got["rows"]:
+        assert row["compiled"] == row["eager"] != row["unsteered"]
+    assert got["breaks"] == got["skipped"] == 0
+    # one decode-step graph per alignment; nothing new for new values or prompts (Gemma 3's own cache adds one
+    # graph when its sliding window fills, unsteered too)
+    first = got["rows"][0]["graphs"]
+    assert [row["graphs"] for row in got["rows"]] == [first] * 4 + [first + 1] * 2
 
-    from actlens.models.tiny import tiny_hf
-    from actlens.vectors import actadd_vector
 
-    hf, tok = tiny_hf(arch)
-    model = actlens.load_model(hf, tokenizer=tok)
-    greedy = dict(max_new_tokens=5, temperature=0, stop_at_eos=False)
-    texts = ["I think that you are", "Hello there"]
-    others = ["We went to the shops", "A cat"]
-    shape = [len(tok(t).input_ids) for t in texts]
-    assert max(shape) == max(len(tok(t).input_ids) for t in others) and shape != [len(tok(t).input_ids) for t in others]
-    love, up = actadd_vector(model, "Love", "Hate", 1), actadd_vector(model, "Up", "Down", 1)
-    torch._dynamo.reset()
-    counters.clear()
-    graphs = []
-    for vector, coeff, prompts in ((love, 4.0, texts), (love, 9.0, texts), (up, -6.0, texts), (up, -6.0, others)):
-        steering = dict(vector=vector, coeff=coeff, align="all", position=1)
-        eager = actlens.generate(model, prompts, **greedy, **steering).tokens
-        assert actlens.generate(model, prompts, **greedy, **steering, compile="eager").tokens == eager
-        assert actlens.generate(model, prompts, **greedy).tokens != eager  # the steering changed something
-        graphs.append(counters["stats"]["unique_graphs"])
-    assert not counters["graph_break"], dict(counters["graph_break"])
-    assert graphs == [graphs[0]] * 4, graphs
+def test_compiled_decoding_keeps_compiling_past_dynamos_default_limit():
+    """A layer sweep with compile=True needs one graph per steering set-up; past dynamo's default limit it would
+    decode eagerly (correct, but not what compile=True asks for): each new set-up here adds its graph."""
+    got = _probe("llama", "limit")
+    assert len(got["rows"]) > got["widths"][0]
+    for row in got["rows"]:
+        assert row["compiled"] == row["eager"]
+    assert [row["graphs"] for row in got["rows"]] == list(range(1, len(got["rows"]) + 1))
 
 
 @pytest.mark.unchecked
