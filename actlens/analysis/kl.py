@@ -237,7 +237,22 @@ class KLResult:
         return self.html()
 
 
-BLOCK = 128  # positions per unembedding block: ~25 MB of float32 logits for a 49k vocabulary
+BLOCK = 128  # positions per unembedding block on the CPU: ~25 MB of float32 logits for a 49k vocabulary
+DEVICE_BLOCK_BYTES = 256 * 2**20  # float32 logits per block on an accelerator
+
+
+def block_rows(device: torch.device, vocab: int) -> int:
+    """Positions unembedded at a time: :data:`BLOCK` on the CPU (its measured best); on an accelerator as many as
+    :data:`DEVICE_BLOCK_BYTES` of float32 logits hold, at least :data:`BLOCK`.
+
+    Why larger there: a 128-row GEMM against a 128k-token unembedding leaves most of a GPU idle (the first H200
+    profile found a slow fallback kernel for it), and every block launches the same ~20 kernels. Not yet measured
+    on a GPU. Each row's numbers do not depend on the block it is in.
+
+    >>> block_rows(torch.device("cpu"), 49152), block_rows(torch.device("meta"), 128256)
+    (128, 523)
+    """
+    return BLOCK if device.type == "cpu" else max(BLOCK, DEVICE_BLOCK_BYTES // (4 * vocab))
 HIDDEN_BUDGET = 256 * 2**20  # bytes of steered final residuals held at once (many vectors: in groups)
 
 
@@ -261,7 +276,7 @@ def run_masked(
     All vectors must cover the same positions (same k, bos_row).
 
     Each forward stops at the final residual (:func:`actlens.models.readout.final_hidden`); the
-    unembedding and the statistics then run on :data:`BLOCK` real positions at a time, so no
+    unembedding and the statistics then run on :func:`block_rows` real positions at a time, so no
     ``[batch, pos, vocab]`` tensor is ever made, and the unsteered log-probabilities of a block
     are computed once for a whole group of vectors.
     """
@@ -292,7 +307,7 @@ def run_masked(
             for g in range(0, len(vectors), group):
                 runs = [chunked.hidden(model, chunk, vec, coeff, align, position, scope)[0].flatten(0, 1)
                         .index_select(0, local) for vec in vectors[g:g + group]]
-                ent, stats = _block_stats(head, base, runs)
+                ent, stats = _block_stats(head, base, runs, block_rows(base.device, model.cfg.d_vocab))
                 if g == 0:
                     base_entropy.view(-1).index_copy_(0, target, ent)
                 for out, (kl, entropy_, flip) in zip(outputs[g:g + group], stats, strict=True):
@@ -303,15 +318,16 @@ def run_masked(
     return texts, batch, injected, counted, masked_injection, base_entropy, outputs
 
 
-def _block_stats(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]]):
-    """Unsteered entropy, and per run ``(KL, entropy, top-1 flip)``, for n positions, on ``base``'s device."""
+def _block_stats(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]], rows: int):
+    """Unsteered entropy, and per run ``(KL, entropy, top-1 flip)``, for n positions, ``rows`` at a time, on
+    ``base``'s device."""
     n, device = base.shape[0], base.device
     base_entropy = torch.empty(n, device=device)
     stats = [(torch.empty(n, device=device), torch.empty(n, device=device), torch.empty(n, dtype=torch.bool,
                                                                                       device=device))
              for _ in runs]
-    for a in range(0, n, BLOCK):
-        b = min(a + BLOCK, n)
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
         lb = _log_probs(head(base[a:b]))
         base_entropy[a:b] = _entropy(lb)
         top = lb.argmax(-1)
@@ -398,4 +414,4 @@ def kl_per_token(
     )
 
 
-__all__ = ["KLResult", "entropy", "kl_divergence", "kl_from_log_probs", "log_probs", "kl_per_token", "masked_mean", "top1_flip"]
+__all__ = ["KLResult", "block_rows", "entropy", "kl_divergence", "kl_from_log_probs", "log_probs", "kl_per_token", "masked_mean", "top1_flip"]

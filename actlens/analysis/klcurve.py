@@ -31,7 +31,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
 
-from actlens.analysis.kl import BLOCK, kl_from_log_probs, log_probs, masked_mean
+from actlens.analysis.kl import block_rows, kl_from_log_probs, log_probs, masked_mean
 from actlens.core import positions
 from actlens.core import validation as _validation
 from actlens.core.types import Align, ShortPrompt
@@ -211,7 +211,8 @@ def kl_curve(
                             .index_select(0, local) for j in part]
                 # A non-finite steered residual gives NaN log-probabilities, and NaN stays NaN through the KL
                 # (kl.py's 0·log 0 convention masks p = 0 only), so the check after the loop catches it.
-                for j, values in zip(part, _block_kl(head, base, runs), strict=True):
+                blocks = _block_kl(head, base, runs, block_rows(base.device, model.cfg.d_vocab))
+                for j, values in zip(part, blocks, strict=True):
                     kl[j].view(-1).index_copy_(0, target, values)
     kl = chunked.to_host(kl)
     if not bool(torch.isfinite(kl).all()):
@@ -238,13 +239,14 @@ def _steered_from(model: TransformerBridge, layer: int, resid: Tensor, chunk, ad
     return out
 
 
-def _block_kl(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]]) -> list[Float[Tensor, " n"]]:
-    """Per-position KL(run ‖ base) for each run, :data:`actlens.analysis.kl.BLOCK` positions at a time, as kl_per_token
-    computes it; a block's unsteered log-probabilities are computed once for all runs."""
+def _block_kl(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]], rows: int
+              ) -> list[Float[Tensor, " n"]]:
+    """Per-position KL(run ‖ base) for each run, ``rows`` positions at a time (:func:`actlens.analysis.kl.block_rows`),
+    as kl_per_token computes it; a block's unsteered log-probabilities are computed once for all runs."""
     n = base.shape[0]
     out = [torch.empty(n, device=base.device) for _ in runs]  # stays on the device: no copy per block
-    for a in range(0, n, BLOCK):
-        b = min(a + BLOCK, n)
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
         lb = log_probs(head(base[a:b]))
         for run, values in zip(runs, out, strict=True):
             values[a:b] = kl_from_log_probs(log_probs(head(run[a:b])), lb)

@@ -105,8 +105,8 @@ def _count(model, fn):
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 4 positions, so that a few short texts make many blocks per chunk."""
-    monkeypatch.setattr(kl_module, "BLOCK", 4)
-    monkeypatch.setattr(klcurve_module, "BLOCK", 4)
+    monkeypatch.setattr(kl_module, "block_rows", lambda device, vocab: 4)
+    monkeypatch.setattr(klcurve_module, "block_rows", lambda device, vocab: 4)
 
 
 def _both(model, run):
@@ -215,8 +215,8 @@ def test_cuda_analyses_do_not_sync_per_block(arch, monkeypatch):
     hf, tok = tiny_hf(arch)
     model = actlens.load_model(hf, tokenizer=tok, device="cuda")
     v = actadd_vector(model, "Love", "Hate", 1)
-    monkeypatch.setattr(kl_module, "BLOCK", 4)
-    monkeypatch.setattr(klcurve_module, "BLOCK", 4)
+    monkeypatch.setattr(kl_module, "block_rows", lambda device, vocab: 4)
+    monkeypatch.setattr(klcurve_module, "block_rows", lambda device, vocab: 4)
     few, many = TEXTS[:1], TEXTS * 2
 
     def forwards(texts, n):  # the forwards an analysis makes: n per chunk of 2 texts
