@@ -136,15 +136,25 @@ def test_cuda_sweeps_chat_and_vector_files(arch, tmp_path):
 def test_cuda_compiled_decoding_steers_like_eager(arch):
     """generate(compile=True) on CUDA (inductor, CUDA graphs, static KV cache), float32: the same greedy tokens as
     eager decoding, unsteered, front-aligned and align='all' (every generated token steered, so a hook dropped by
-    the compiled decode steps fails), switching vectors, layers and coefficients on the same compiled model."""
+    the compiled decode steps fails), switching vectors, layers and coefficients on the same compiled model; no graph
+    break and no frame left to eager (.ci/gpu runs without jaxtyping's checkers, so dynamo's counters are exact),
+    and a new coefficient compiles nothing."""
+    from torch._dynamo.utils import counters
+
     from actlens.models.tiny import tiny_hf
 
     hf, tok = tiny_hf(arch)
     gpu = actlens.load_model(hf, tokenizer=tok, device="cuda")
     v, w = actadd_vector(gpu, "Love", "Hate", 1), actadd_vector(gpu, "Up", "Down", 2)
     texts = ["I think that you are", "Hello there"]
+    counters.clear()
     greedy = dict(max_new_tokens=8, temperature=0, stop_at_eos=False)
     for vector, coeff, align in ((None, 1.0, "front"), (v, 4.0, "all"), (w, -6.0, "all"), (v, 8.0, "all")):
         steering = {} if vector is None else dict(vector=vector, coeff=coeff, align=align, position=1)
         eager = actlens.generate(gpu, texts, **greedy, **steering).tokens
         assert actlens.generate(gpu, texts, **greedy, **steering, compile=True).tokens == eager, (coeff, align)
+        graphs = counters["stats"]["unique_graphs"]
+    assert actlens.generate(gpu, texts, **greedy, vector=v, coeff=2.0, align="all", position=1, compile=True).tokens
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not counters["graph_break"] and not counters["unimplemented"], (counters["graph_break"],
+                                                                           counters["unimplemented"])
