@@ -204,9 +204,11 @@ def compiled(model: TransformerBridge, compile: sampling.CompileSetting, use_cac
 
     Compiled decoding runs Hugging Face's ``generate`` with a static KV cache on the fast tree, whose decoder
     layers hand their input to the ``blocks.L.hook_resid_pre`` HookPoints as in eager decoding; dynamo guards
-    on whether a HookPoint has hooks, so steering added or changed after the first compile recompiles (or
-    runs between compiled pieces) instead of being dropped (tests/test_generation.py compares compiled with
-    eager greedy tokens, ``align="all"`` included).
+    on whether a HookPoint has hooks, so steering added at another layer after the first compile compiles a
+    graph for it instead of being dropped. The steering hook is graph-safe (:func:`actlens.steering.intervene.
+    make_hook`): a decode step is one graph, and new coefficients, vector values or prompts of the same shape
+    reuse it (tests/steering/test_generation.py compares compiled with eager greedy tokens, ``align="all"``
+    included, and counts dynamo's graphs).
     """
     config = sampling.compile_config(compile, device_of(model))
     if config is None:
