@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from actlens.bench import extra, klcurve, mediation, report, timing  # extra, klcurve and mediation register rows
+from actlens.bench import extra, klcurve, mediation, profile, report, timing  # extra, klcurve and mediation register rows
 from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
 from actlens.core.helptext import plain
@@ -92,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-png", action="store_true", help="skip the PNG (kaleido starts a browser: seconds)")
     p.add_argument("--smoke", action="store_true", help=f"tiny sizes for a quick check: {SMOKE}")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    p.add_argument("--profile", default=None, metavar="ROWS",
+                   help="comma-separated patterns over the timed rows' ids: after timing, call each once more under "
+                        "torch.profiler and keep its busiest kernels, host waits and launches in bench.json "
+                        "(actlens.bench.profile), e.g. 'forward/kl_per_token*'")
     return p
 
 
@@ -115,7 +119,7 @@ def _settings(args) -> dict:
         raise ValueError(f"--device {args.device} asked for CUDA but torch sees no GPU; use --device cpu")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     return s | dict(model=args.model, device=str(device), dtype=dtype, repeats=args.repeats, warmup=args.warmup,
-                    rows=args.rows, coeff=args.coeff, smoke=args.smoke, threads=args.threads)
+                    rows=args.rows, coeff=args.coeff, smoke=args.smoke, threads=args.threads, profile=args.profile)
 
 
 def select_rows(patterns: str) -> list:
@@ -148,6 +152,7 @@ def run(args) -> dict:
         torch.set_num_threads(s["threads"])
     device, dtype = torch.device(s["device"]), DTYPES[s["dtype"]]
     rows = select_rows(s["rows"])
+    profiled = _profiled(args.profile, rows)
     _log(f"building {s['model']} on {device} ({s['dtype']})")
     machine = report.machine()  # now, not at the end: the commit must be the code that runs
     setup = build(s["model"], device, dtype)
@@ -187,6 +192,15 @@ def run(args) -> dict:
         timing.prepare_memory_pass(device)
         peaks = {key: timing.peak_extra_bytes(thunk, device) for key, thunk in thunks.items()}
 
+    profiles = {}
+    for (case, r), thunk in thunks.items():
+        if r in profiled:
+            _log(f"profiling {r.id} @ {case.key}")
+            try:
+                profiles[f"{r.id} @ {case.key}"] = profile.profile_call(thunk, device)
+            except Exception as err:  # a profiler that fails here must not lose the timings
+                profiles[f"{r.id} @ {case.key}"] = {"error": f"{type(err).__name__}: {str(err)[:500]}"}
+
     records = []
     for (case, r), secs in seconds.items():
         base = baseline_of(r.group)
@@ -206,7 +220,21 @@ def run(args) -> dict:
     }
     result["targets"] = report.evaluate_targets(records)
     result["checks"] = checks
+    if profiles:
+        result["profiles"] = profiles
     return result
+
+
+def _profiled(patterns: str | None, rows: list) -> list:
+    """The rows ``--profile`` names (by ``group/name`` or ``name``); an error when it names none of the timed ones."""
+    if patterns is None:
+        return []
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [r for r in rows if any(fnmatch.fnmatch(r.id, p) or fnmatch.fnmatch(r.name, p) for p in pats)]
+    if not chosen:
+        raise ValueError(f"--profile {patterns!r} matches none of the rows being timed ({', '.join(r.id for r in rows)}); "
+                         "name one of them, e.g. --profile 'forward/kl_per_token*'")
+    return chosen
 
 
 # Largest |logit difference| / largest |baseline logit| that a row doing the same work may show, per dtype.

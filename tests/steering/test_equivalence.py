@@ -221,6 +221,22 @@ def test_bench_two_process_reference_row_gives_the_same_completions(tmp_path):
     assert any(t.startswith("reference: 2 plain processes") for t in targets)
 
 
+def test_bench_profile_keeps_where_a_rows_time_goes(tmp_path, capsys):
+    from actlens import cli
+
+    args = ["bench", "--smoke", "--model", "tiny", "--rows", "forward/*", "--threads", "1", "--repeats", "1",
+            "--warmup", "1", "--no-png", "--no-memory", "--out", str(tmp_path)]
+    assert cli.main([*args, "--profile", "forward/kl_per_token-nocontrol"]) == 0
+    profiles = json.loads((tmp_path / "bench.json").read_text())["profiles"]
+    assert list(profiles) == ["forward/kl_per_token-nocontrol @ forward b=2 p=16"]
+    got = next(iter(profiles.values()))
+    assert got["device"] == "cpu" and got["total_ms"] > 0 and got["top"]
+    assert "aten::mm" in {k["name"] for k in got["top"]}  # the forwards' and the unembedding's products
+    assert sum(k["share"] for k in got["top"]) <= 1.0001
+    assert cli.main([*args, "--profile", "generate/*"]) == 2
+    assert "matches none of the rows being timed" in capsys.readouterr().err
+
+
 def test_bench_check_reports_numbers_and_raises_only_for_different_work():
     """Different numbers are recorded and checked against a tolerance; different work raises."""
     import pytest
