@@ -162,7 +162,8 @@ def processors(settings: Sampling, starts: Tensor, seeds: Sequence[int] | None =
 
 CompileSetting = bool | str
 """``compile=`` of :func:`actlens.generate` and :func:`actlens.sweep`: False (eager decoding), True (a static KV
-cache and ``torch.compile`` with inductor; CUDA graphs on a GPU), or the name of a ``torch.compile`` backend."""
+cache and ``torch.compile`` with inductor; CUDA graphs on a GPU), or the name of a ``torch.compile`` backend.
+(Inside actlens, the checked ``transformers.CompileConfig`` that :func:`compile_config` made is passed on too.)"""
 
 
 def compile_config(compile: CompileSetting, device: torch.device):
@@ -234,10 +235,23 @@ def _own_config_only(tree: nn.Module, config: GenerationConfig):
         tree.generation_config = saved
 
 
+RECOMPILE_LIMIT = 64
+
+
+def _graph_room(config: GenerationConfig):
+    """Room for one compiled graph per steering set-up (layers, sites, alignments, batch shape) of the one compiled
+    decode step: at dynamo's default of 8, a layer sweep would fall back to eager decoding after 8 layers."""
+    if getattr(config, "compile_config", None) is None or config.cache_implementation != "static":
+        return contextlib.nullcontext()
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit))
+
+
 def hf_generate(tree: nn.Module, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig,
                 procs: LogitsProcessorList) -> Tensor:
     """``tree.generate`` with ``config`` and ``procs`` only: new token ids ``[batch, new]``."""
-    with _own_config_only(tree, config):
+    with _own_config_only(tree, config), _graph_room(config):
         out = tree.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                             logits_processor=procs)
     return out[:, input_ids.shape[1]:]

@@ -141,7 +141,7 @@ class _Local:
 
     model: TransformerBridge
     mode: str
-    compile: bool | str = False
+    compile: object = False  # False, or the CompileConfig actlens.steering.generation.compiled checked
 
     def config(self, grid: Grid, sampling: Sampling, names: Sequence[str]) -> dict:
         return sweep_config(self.model, grid, sampling, names)
@@ -246,8 +246,8 @@ def sweep(
                             f"{type(model).__name__}; pass backend='ray' to load it in Ray workers")
         from actlens.steering.generation import compiled
 
-        compiled(model, compile)  # a bad compile= raises before anything runs
-        runner, scope = _Local(model, mode, compile), contextlib.nullcontext()
+        checked = compiled(model, compile) or False  # a bad compile= raises before anything runs; checked once
+        runner, scope = _Local(model, mode, checked), contextlib.nullcontext()
     with scope:
         return _run(runner, backend, grid, sampling, fns, out, batch_size, progress, limit)
 

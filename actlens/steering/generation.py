@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import TransformerBridge
+from transformers import CompileConfig
 
 from actlens.core import chat as chat_
 from actlens.core import prompts, sampling
@@ -167,7 +168,7 @@ def generate(
     recorded = dict(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p,
                     freq_penalty=freq_penalty, use_cache=use_cache, coeff=coeff, align=align, chat=chat,
                     system=system, **scope) | ({"compile": compile} if compile else {})
-    compiled(model, compile, use_cache)  # a bad compile= raises before anything runs
+    compile = compiled(model, compile, use_cache) or False  # a bad compile= raises before anything runs; checked once
     rows = [prompts.pad_rows(model, [e], [t], min_length=need, short_prompt=short_prompt,
                              max_new_tokens=max_new_tokens) for e, t in zip(encoded, texts, strict=True)]
     ids = [b.tokens[0].tolist() for b in rows]
@@ -210,7 +211,8 @@ def compiled(model: TransformerBridge, compile: sampling.CompileSetting, use_cac
     reuse it (tests/steering/test_generation.py compares compiled with eager greedy tokens, ``align="all"``
     included, and counts dynamo's graphs).
     """
-    config = sampling.compile_config(compile, device_of(model))
+    # a config this function returned before is taken as it is (a sweep checks compile= once, not per batch)
+    config = compile if isinstance(compile, CompileConfig) else sampling.compile_config(compile, device_of(model))
     if config is None:
         return None
     if fast_tree(model) is None:
@@ -238,7 +240,7 @@ def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *
     fast = fast_tree(model)
     device = device_of(model)
     sample = not settings.greedy
-    with torch.inference_mode(), padding(model, batch.starts, batch.lengths), _graphs(compile_with):
+    with torch.inference_mode(), padding(model, batch.starts, batch.lengths):
         if fast is not None:
             config = sampling.generation_config(settings, sample=sample, eos=eos,
                                                 pad_token_id=prompts.pad_token_id(model), use_cache=use_cache,
@@ -256,19 +258,6 @@ def decode(model: TransformerBridge, batch: prompts.Batch, settings: Sampling, *
                                                 max_new_tokens=settings.max_new_tokens, sample=sample,
                                                 eos=eos).tolist()
     return [sampling.until_eos(row, eos) for row in new]
-
-
-RECOMPILE_LIMIT = 64
-
-
-def _graphs(compile_with):
-    """Room for one compiled graph per steering set-up (layers, sites, alignments, batch shape) of the one compiled
-    decode step: at dynamo's default of 8, a layer sweep would fall back to eager decoding after 8 layers."""
-    if compile_with is None:
-        return contextlib.nullcontext()
-    import torch._dynamo
-
-    return torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit))
 
 
 __all__ = ["Generation", "PairedGeneration", "SteeringVector", "compiled", "decode", "generate", "steered_logits"]

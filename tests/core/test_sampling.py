@@ -68,3 +68,30 @@ def test_model_generation_config_changes_nothing(arch):
     assert (generate_rows(leaky, rows, [None] * 3, [5, 6, 7], settings)
             == generate_rows(plain, rows, [None] * 3, [5, 6, 7], settings))
     assert fast_tree(leaky).generation_config.repetition_penalty == 5.0  # restored after generating
+
+
+def test_compiled_generate_has_room_for_a_graph_per_steering_setup(monkeypatch):
+    """Every Hugging Face generate actlens runs with a compile config (generate, sweeps' generate_rows) raises dynamo's
+    recompile limit while it runs, and only then: a layer sweep needs one graph per layer."""
+    import torch
+    import torch._dynamo
+
+    from actlens.core import sampling
+
+    seen = []
+
+    class Tree(torch.nn.Module):
+        generation_config = None
+
+        def generate(self, **kwargs):
+            seen.append(torch._dynamo.config.recompile_limit)
+            return torch.zeros(1, 3, dtype=torch.long)
+
+    before = torch._dynamo.config.recompile_limit
+    settings = sampling.Sampling(max_new_tokens=2)
+    for compile in (None, sampling.compile_config("eager", torch.device("cpu"))):
+        config = sampling.generation_config(settings, sample=False, eos=None, pad_token_id=0, compile=compile)
+        sampling.hf_generate(Tree(), torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), config,
+                             sampling.LogitsProcessorList())
+    assert seen == [before, max(sampling.RECOMPILE_LIMIT, before)]
+    assert torch._dynamo.config.recompile_limit == before
