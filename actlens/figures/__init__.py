@@ -11,19 +11,22 @@ May import everything below it (core ... experiments, and :mod:`actlens.plots`).
 ``actlens.figures`` was the command's module: its names stay here.
 """
 
-from actlens.figures.build import (
-           LIBRARIES,
-           git_state,
-           load,
-           main,
-           model_info,
-           png_problem,
-           readme,
-           sample_size,
-           selected,
-           write_readmes,
-)
-from actlens.models.tiny import TINY
+import importlib
+
+# Resolved on first use (PEP 562), so that importing one submodule (``actlens.figures.static_png``) does not import
+# the whole build and every figure job.
+_LAZY = {name: "actlens.figures.build" for name in ("LIBRARIES", "git_state", "load", "main", "model_info",
+                                                      "png_problem", "readme", "sample_size", "selected",
+                                                      "write_readmes")} | {"TINY": "actlens.models.tiny"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'actlens.figures' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["LIBRARIES", "TINY", "git_state", "load", "main", "model_info", "png_problem", "readme", "sample_size",
            "selected", "write_readmes"]
