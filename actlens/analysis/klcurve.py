@@ -21,7 +21,6 @@ model where they differ (or that has no fast tree: compatibility mode, native mo
 full steered forward per coefficient instead, still with the unsteered run shared.
 """
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,89 +34,13 @@ from actlens.analysis.kl import block_rows, kl_from_log_probs, log_probs, masked
 from actlens.core import positions
 from actlens.core import validation as _validation
 from actlens.core.types import Align, ShortPrompt
-from actlens.models.model import decoder_layers, forward, hook_name, padding
-from actlens.models.readout import final_hidden, unembedding
+from actlens.models.model import hook_name, padding
+from actlens.models.resume import resumable, resumed
 from actlens.steering import chunked
 from actlens.steering.intervene import addition, make_hook
 from actlens.vectors import SteeringVector, check_vector
 
 RESID_BUDGET = 256 * 2**20  # bytes of [rows, pos, d_model] residual per grouped forward
-
-
-class _Stop(Exception):
-    """Raised at the unembedding's input to end a resumed forward."""
-
-
-def _resumed(model: TransformerBridge, layer: int, resid: Tensor, tokens: Tensor, mask: Tensor) -> Tensor | None:
-    """Final hidden state of a forward whose layer ``layer`` receives ``resid`` (layers below skipped).
-
-    None when the model has no fast tree or no separable unembedding.
-    """
-    layers, head = decoder_layers(model), unembedding(model)
-    if layers is None or head is None:
-        return None
-    seen: list[Tensor] = []
-
-    def skip(*args, **kwargs):  # a layer below L: its output is never used
-        return args[0] if args else kwargs["hidden_states"]
-
-    def put(_module, args, kwargs):
-        if args:
-            return (resid, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": resid}
-
-    def grab(_module, args, kwargs):
-        seen.append(args[0] if args else next(iter(kwargs.values())))
-        raise _Stop
-
-    saved = [m.__dict__.get("forward") for m in layers[:layer]]
-    handles = [layers[layer].register_forward_pre_hook(put, with_kwargs=True, prepend=True),
-               head.register_forward_pre_hook(grab, with_kwargs=True)]
-    try:
-        for m in layers[:layer]:
-            m.forward = skip
-        forward(model, tokens, mask)
-    except _Stop:
-        pass
-    finally:
-        for m, old in zip(layers[:layer], saved, strict=True):
-            if old is None:
-                del m.forward
-            else:
-                m.forward = old
-        for h in handles:
-            h.remove()
-    return seen[0] if seen else None
-
-
-_EXACT: "weakref.WeakKeyDictionary[TransformerBridge, dict[int, bool]]" = weakref.WeakKeyDictionary()
-
-
-def resumable(model: TransformerBridge, layer: int) -> bool:
-    """Whether starting the fast tree at ``layer`` reproduces a full forward (checked once per model and layer).
-
-    >>> from actlens.models.tiny import tiny_model
-    >>> resumable(tiny_model(), 2), resumable(tiny_model("native"), 2)
-    (True, False)
-    """
-    per_model = _EXACT.setdefault(model, {})
-    if layer not in per_model:
-        tokens = torch.tensor([[0, 1, min(2, int(model.cfg.d_vocab) - 1)]])
-        mask = torch.ones_like(tokens)
-        unembedding(model)  # its own first-use check runs a forward; not while we capture
-        got: list[Tensor] = []
-        with torch.inference_mode(), padding(model, [0], [3]), \
-                model.hooks(fwd_hooks=[(hook_name(layer), lambda r, hook: got.append(r))]):
-            full, _ = final_hidden(model, tokens, mask)
-        if not got:
-            per_model[layer] = False
-        else:
-            with torch.inference_mode(), padding(model, [0], [3]):
-                part = _resumed(model, layer, got[-1], tokens, mask)
-            scale = float(full.abs().max()) or 1.0
-            per_model[layer] = part is not None and part.shape == full.shape and bool(
-                torch.allclose(part.float(), full.float(), rtol=1e-4, atol=1e-5 * scale))
-    return per_model[layer]
 
 
 @dataclass(frozen=True)
@@ -233,7 +156,7 @@ def _steered_from(model: TransformerBridge, layer: int, resid: Tensor, chunk, ad
     n = len(adds)
     tokens, mask = chunk.tokens.repeat(n, 1), chunk.attention_mask.repeat(n, 1)
     with padding(model, list(chunk.starts) * n, list(chunk.lengths) * n):
-        out = _resumed(model, layer, inputs, tokens, mask)
+        out = resumed(model, layer, inputs, tokens, mask)
     if out is None:
         raise RuntimeError("the resumed forward did not reach the unembedding (it did when actlens checked it)")
     return out

@@ -18,10 +18,14 @@ its unsteered value. The total effect is the steered run's. Restoring every down
 ``direct`` gives the unsteered residual again (to float rounding; tested), so nothing is left out.
 
 Batched: each forward holds the texts repeated for a group of components, and the patch hooks replace one
-component's output per block of rows, so a group costs one forward (``batch_rows`` bounds its rows);
-``method="naive"`` runs one forward per component, the loop this replaces (same numbers; tested).
+component's output per block of rows, so a group costs one forward (``batch_rows`` bounds its rows). It starts
+at the group's lowest layer (:mod:`actlens.models.resume`): below it the patched run equals the steered (or
+unsteered) run, whose layer inputs the two reference forwards keep, so those layers are not run again (where the
+model allows it exactly; otherwise full forwards). ``method="naive"`` runs one full forward per component, the
+loop this replaces (same numbers; tested).
 """
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +41,8 @@ from actlens.core import positions
 from actlens.core import validation as _validation
 from actlens.core.types import Align, ShortPrompt
 from actlens.models.model import check_site, hook_name, n_layers, padding, write_hook_name
-from actlens.models.readout import final_hidden
+from actlens.models.readout import final_hidden, unembedding
+from actlens.models.resume import layer_inputs, resumable, resumed
 from actlens.steering import chunked
 from actlens.steering.intervene import addition, steer
 from actlens.vectors import SteeringVector, check_vector
@@ -46,6 +51,7 @@ Metric = Literal["kl", "logit_diff"]
 Components = Literal["layers", "heads"]
 Method = Literal["batched", "naive"]
 BLOCK = 64  # positions unembedded at a time: a [BLOCK, vocab] tensor, never [batch, pos, vocab]
+KEPT_BUDGET = 1 << 30  # bytes of layer inputs the two reference forwards may keep for resumed patched runs
 
 
 @dataclass(frozen=True)
@@ -265,35 +271,50 @@ def mediation(
     n = len(texts)
     steering = dict(align=align, position=position)
 
-    def run(tokens, mask, starts, lengths, hooks, steered):
+    # layers whose inputs the patched runs can start from (each group starts at its first component's layer)
+    group = 1 if method == "naive" else max(1, batch_rows // n)
+    starts = sorted({comps[g].layer for g in range(0, len(comps), group)})
+    kept_bytes = 2 * len(starts) * batch.tokens.numel() * int(model.cfg.d_model) * 4
+    resume = method == "batched" and kept_bytes <= KEPT_BUDGET and all(resumable(model, j) for j in starts)
+
+    def run(tokens, mask, starts, lengths, hooks, steered, begin=None):
+        """Final hidden states; ``begin=(layer, input)`` starts the forward at that layer from that input."""
         with torch.inference_mode(), padding(model, starts, lengths):
-            if steered:
-                with steer(model, vector, coeff, **steering), model.hooks(fwd_hooks=hooks):
-                    return final_hidden(model, tokens, mask)
-            with model.hooks(fwd_hooks=hooks):
-                return final_hidden(model, tokens, mask)
+            with steer(model, vector, coeff, **steering) if steered else contextlib.nullcontext(), \
+                    model.hooks(fwd_hooks=hooks):
+                if begin is None:
+                    return final_hidden(model, tokens, mask)[0]
+                out = resumed(model, *begin, tokens, mask)
+                if out is None:
+                    raise RuntimeError("the resumed forward did not reach the unembedding (it did when checked)")
+                return out
 
     base = (batch.tokens, batch.attention_mask, list(batch.starts), list(batch.lengths))
     clean_cache: dict[str, Tensor] = {}
     steered_cache: dict[str, Tensor] = {}
+    clean_in: dict[int, Tensor] = {}
+    steered_in: dict[int, Tensor] = {}
     write = write_hook_name(vector.layer, vector.site)
     added: dict[str, Tensor] = {}
-    clean_hidden, head = run(*base, [*_capture_hooks(comps, clean_cache), (write, _keep(added, "clean"))], False)
-    steered_hidden, _ = run(*base, [*_capture_hooks(comps, steered_cache), (write, _keep(added, "steered"))], True)
+    with layer_inputs(model, starts if resume else [], clean_in):
+        clean_hidden = run(*base, [*_capture_hooks(comps, clean_cache), (write, _keep(added, "clean"))], False)
+    with layer_inputs(model, starts if resume else [], steered_in):
+        steered_hidden = run(*base, [*_capture_hooks(comps, steered_cache), (write, _keep(added, "steered"))], True)
     delta = added["steered"] - added["clean"]  # exactly what the steering hook added, per row and position
+    head = unembedding(model) or torch.nn.Identity()  # final_hidden's own choice: logits where no exact split
     scorer = _Scorer(head, clean_hidden, counted, metric, target)
     total = scorer.effect(steered_hidden)
 
-    group = 1 if method == "naive" else max(1, batch_rows // n)
     effects = {"necessity": [], "sufficiency": []}
-    for measure, steered, source, sign in (("necessity", True, clean_cache, -1.0),
-                                           ("sufficiency", False, steered_cache, 1.0)):
+    for measure, steered, source, sign, kept in (("necessity", True, clean_cache, -1.0, steered_in),
+                                                 ("sufficiency", False, steered_cache, 1.0, clean_in)):
         for g in range(0, len(comps), group):
             part = comps[g:g + group]
             reps = len(part)
             tokens, mask = batch.tokens.repeat(reps, 1), batch.attention_mask.repeat(reps, 1)
-            hidden, _ = run(tokens, mask, list(batch.starts) * reps, list(batch.lengths) * reps,
-                            _patch_hooks(part, source, delta, n, sign), steered)
+            begin = (part[0].layer, kept[part[0].layer].repeat(reps, 1, 1)) if resume else None
+            hidden = run(tokens, mask, list(batch.starts) * reps, list(batch.lengths) * reps,
+                         _patch_hooks(part, source, delta, n, sign), steered, begin)
             for r in range(reps):
                 effects[measure].append(scorer.effect(hidden[r * n:(r + 1) * n]))
     return _frame(comps, effects, total, metric, n_boot, seed)

@@ -124,11 +124,35 @@ def test_matches_a_raw_hugging_face_patching_loop(pair, metric):
     assert abs(total.mean()) > 1e-5  # the vector does something to measure (random GPT-2 logits are flat)
 
 
-def test_batched_equals_the_naive_loop(pair):
+def test_batched_equals_the_naive_loop(pair, monkeypatch):
+    """Batched patched runs start at their group's first layer from the kept layer inputs, and give the naive loop's
+    full-forward numbers exactly."""
+    import actlens.analysis.mediation as module
+
     _, _, model, vector = pair
+    begun = []
+
+    def counting(model, layer, *args):
+        begun.append(layer)
+        return resumed(model, layer, *args)
+
+    resumed = module.resumed
+    monkeypatch.setattr(module, "resumed", counting)
     batched = mediation(model, vector, COEFF, TEXTS, components="heads", n_boot=50, batch_rows=12)
+    assert begun and max(begun) == model.cfg.n_layers - 1 and min(begun) == LAYER  # layers below were not run again
+    calls = len(begun)
     naive = mediation(model, vector, COEFF, TEXTS, components="heads", n_boot=50, method="naive")
+    assert len(begun) == calls  # naive runs full forwards
     assert batched.equals(naive)
+
+
+@pytest.mark.parametrize("arch", ["gemma3"])
+def test_batched_equals_the_naive_loop_with_sliding_windows(arch):
+    hf, tok = tiny_hf(arch, seed=2)
+    model = actlens.load_model(hf, tokenizer=tok)
+    v = actlens.actadd_vector(model, "Love", "Hate", LAYER)
+    batched = mediation(model, v, COEFF, TEXTS, n_boot=20, batch_rows=8)
+    assert batched.equals(mediation(model, v, COEFF, TEXTS, n_boot=20, method="naive"))
 
 
 def test_restoring_everything_recovers_the_unsteered_output(pair):
