@@ -193,8 +193,15 @@ for vector, coeff, align, prompts in setups:
     rows.append(dict(compiled=compiled, eager=actlens.generate(model, prompts, **greedy, **steering).tokens,
                      unsteered=actlens.generate(model, prompts, **greedy).tokens,
                      graphs=counters["stats"]["unique_graphs"]))
+sweep_equal = None
+if case == "values":  # per-row steering (a sweep's batches: several settings, rows masked per setting)
+    grid = actlens.Grid(vectors=[actlens.pair_spec("Love", "Hate")], layers=[1, 2], coeffs=[2.0, 6.0],
+                        prompts=["I think", "The weather today is"], seeds=[0], controls=("unsteered", "random"))
+    short = actlens.Sampling(max_new_tokens=4)
+    eager = actlens.sweep(model, grid, sampling=short, progress=False).records
+    sweep_equal = actlens.sweep(model, grid, sampling=short, compile="eager", progress=False).records == eager
 print(json.dumps(dict(rows=rows, widths=widths, breaks=sum(counters["graph_break"].values()),
-                      skipped=sum(counters["unimplemented"].values()))))
+                      skipped=sum(counters["unimplemented"].values()), sweep_equal=sweep_equal)))
 """
 
 
@@ -213,10 +220,11 @@ def test_compiled_decode_step_is_one_graph_that_new_values_reuse(arch):
     """The steering hook is graph-safe: a compiled decode step is one graph with no break and no frame dynamo gives
     up on (no host read of the cache length or of the rows' positions), and new coefficients, new vector values at
     the same layer and new prompts of the same padded shape run the graph already compiled, still steering like
-    eager decoding (``align="all"`` steers every generated token). Gemma 3's sliding-window layers stop counting
+    eager decoding (``align="all"`` steers every generated token), and so does a compiled sweep. Gemma 3's sliding-window layers stop counting
     in their tensor once the window is full: the hooks read a full-attention layer's counter."""
     got = _probe(arch, "values")
     assert got["widths"][0] == got["widths"][1]
+    assert got["sweep_equal"] is True  # a compiled sweep (per-row steering hooks) gives the eager sweep's records
     rows = got["rows"]
     for row in rows:
         assert row["compiled"] == row["eager"]
