@@ -414,4 +414,5 @@ def kl_per_token(
     )
 
 
-__all__ = ["KLResult", "block_rows", "entropy", "kl_divergence", "kl_from_log_probs", "log_probs", "kl_per_token", "masked_mean", "top1_flip"]
+__all__ = ["KLResult", "block_rows", "entropy", "kl_divergence", "kl_from_log_probs", "kl_per_token", "log_probs",
+           "masked_mean", "top1_flip"]

@@ -48,7 +48,8 @@ from pathlib import Path
 
 import torch
 
-from actlens.bench import extra, klcurve, mediation, profile, report, timing  # extra, klcurve and mediation register rows
+# extra, klcurve and mediation register rows
+from actlens.bench import extra, klcurve, mediation, profile, report, timing
 from actlens.bench.models import MODELS, build
 from actlens.bench.rows import ROWS, Case, Unavailable, Workload, baseline_of, cached_activation_bytes
 from actlens.core.helptext import plain
@@ -232,7 +233,8 @@ def _profiled(patterns: str | None, rows: list) -> list:
     pats = [p.strip() for p in patterns.split(",") if p.strip()]
     chosen = [r for r in rows if any(fnmatch.fnmatch(r.id, p) or fnmatch.fnmatch(r.name, p) for p in pats)]
     if not chosen:
-        raise ValueError(f"--profile {patterns!r} matches none of the rows being timed ({', '.join(r.id for r in rows)}); "
+        timed = ", ".join(r.id for r in rows)
+        raise ValueError(f"--profile {patterns!r} matches none of the rows being timed ({timed}); "
                          "name one of them, e.g. --profile 'forward/kl_per_token*'")
     return chosen
 

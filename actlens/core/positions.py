@@ -1,12 +1,12 @@
 """Where things land in a batch: the row layout and every position mask actlens uses.
 
-A batch is left-padded: row ``r``'s BOS sits at column ``starts[r]`` and its prompt has
-``lengths[r]`` tokens (BOS included). With a KV cache a block sees one *chunk* of absolute
-positions ``[past, past + seq)`` at a time (the prompt at prefill, then one new token per
-step); a :class:`Layout` is that chunk together with the rows' starts and prompt lengths.
+A batch is left-padded: row ``r``'s BOS sits at column ``starts[r]`` and its prompt has ``lengths[r]`` tokens (BOS
+included). With a KV cache a block sees one *chunk* of absolute positions ``[past, past + seq)`` at a time (the
+prompt at prefill, then one new token per step); a :class:`Layout` is that chunk together with the rows' starts and
+prompt lengths.
 
-Every "which positions?" question is answered here from a layout, as a ``[batch, seq]``
-boolean mask built from a few terms:
+Every "which positions?" question is answered here from a layout, as a ``[batch, seq]`` boolean mask built from a
+few terms:
 
 - :func:`real`: a real token, not left padding (and not BOS with ``skip_bos``): the
   ablation hooks and the analyses' summaries;
@@ -16,12 +16,12 @@ boolean mask built from a few terms:
 - :func:`window_index`: for a window, also which of the vector's ``k`` rows each position gets.
 
 Steering hooks (:mod:`actlens.steering.intervene`, :mod:`actlens.steering.batched`), the projection hook of
-:mod:`actlens.analysis.ablation`, the analyses and :mod:`actlens.experiments.evaluate` all take their positions
-from these functions. A hook keeps a placement's per-row numbers as device tensors (:class:`Bounds`), so
-that a compiled decode step, whose chunk start is a 0-d device tensor, computes the same masks without
-reading a Python number (which dynamo would bake into the graph, recompiling per step or per padding). A :class:`Scope` (``phase="both"|"prompt"|"generation"``, a prompt
-``span`` and ``include_bos``) narrows ``align="all"``: further terms of :func:`injected`
-(``absolute < start + length`` for the prompt, ``>=`` for generated tokens, the span's
+:mod:`actlens.analysis.ablation`, the analyses and :mod:`actlens.experiments.evaluate` all take their positions from
+these functions. A hook keeps a placement's per-row numbers as device tensors (:class:`Bounds`), so that a compiled
+decode step, whose chunk start is a 0-d device tensor, computes the same masks without reading a Python number
+(which dynamo would bake into the graph, recompiling per step or per padding). A :class:`Scope`
+(``phase="both"|"prompt"|"generation"``, a prompt ``span`` and ``include_bos``) narrows ``align="all"``: further
+terms of :func:`injected` (``absolute < start + length`` for the prompt, ``>=`` for generated tokens, the span's
 bounds per row) and of :meth:`Placement.first`.
 """
 
@@ -43,11 +43,10 @@ NOWHERE = -(2**40)  # window start of a row a vector does not apply to: no posit
 class Positions:
     """What the model's blocks know about the chunk now flowing through them (one per model).
 
-    ``past`` is the number of positions already in the KV cache (0 without one), recorded by
-    each block before it runs; in a compiled decode step (a static KV cache under ``torch.compile``)
-    it is a 0-d device tensor, so that nothing reads it on the host; ``starts``/``lengths`` give each row's first real position and
-    prompt length in padded coordinates, set by :meth:`padded`, or ``None`` when unknown (then
-    rows are taken as unpadded).
+    ``past`` is the number of positions already in the KV cache (0 without one), recorded by each block before it
+    runs; in a compiled decode step (a static KV cache under ``torch.compile``) it is a 0-d device tensor, so that
+    nothing reads it on the host. ``starts``/``lengths`` give each row's first real position and prompt length in
+    padded coordinates, set by :meth:`padded`, or ``None`` when unknown (then rows are taken as unpadded).
     """
 
     past: int | Tensor = 0
@@ -347,5 +346,5 @@ def injected_at(placement: Placement, length: int) -> list[int]:
     return injected(placement, of_batch([0], [length], length))[0].nonzero().flatten().tolist()
 
 
-__all__ = ["Bounds", "Layout", "Placement", "Positions", "Scope", "Tracker", "absolute", "bounds", "injected", "injected_at", "of_batch", "mask", "real",
-           "window", "window_index"]
+__all__ = ["Bounds", "Layout", "Placement", "Positions", "Scope", "Tracker", "absolute", "bounds", "injected",
+           "injected_at", "mask", "of_batch", "real", "window", "window_index"]

@@ -220,8 +220,9 @@ def test_compiled_decode_step_is_one_graph_that_new_values_reuse(arch):
     """The steering hook is graph-safe: a compiled decode step is one graph with no break and no frame dynamo gives
     up on (no host read of the cache length or of the rows' positions), and new coefficients, new vector values at
     the same layer and new prompts of the same padded shape run the graph already compiled, still steering like
-    eager decoding (``align="all"`` steers every generated token), and so does a compiled sweep. Gemma 3's sliding-window layers stop counting
-    in their tensor once the window is full: the hooks read a full-attention layer's counter."""
+    eager decoding (``align="all"`` steers every generated token), and so does a compiled sweep. Gemma 3's
+    sliding-window layers stop counting in their tensor once the window is full: the hooks read a full-attention
+    layer's counter."""
     got = _probe(arch, "values")
     assert got["widths"][0] == got["widths"][1]
     assert got["sweep_equal"] is True  # a compiled sweep (per-row steering hooks) gives the eager sweep's records
