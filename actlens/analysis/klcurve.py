@@ -165,7 +165,8 @@ def _steered_from(model: TransformerBridge, layer: int, resid: Tensor, chunk, ad
 def _block_kl(head, base: Float[Tensor, "n d"], runs: Sequence[Float[Tensor, "n d"]], rows: int
               ) -> list[Float[Tensor, " n"]]:
     """Per-position KL(run ‖ base) for each run, ``rows`` positions at a time
-    (:func:`actlens.analysis.kl.block_rows`), as kl_per_token computes it; a block's unsteered log-probabilities are computed once for all runs."""
+    (:func:`actlens.analysis.kl.block_rows`), as kl_per_token computes it; a block's unsteered log-probabilities
+    are computed once for all runs."""
     n = base.shape[0]
     out = [torch.empty(n, device=base.device) for _ in runs]  # stays on the device: no copy per block
     for a in range(0, n, rows):
