@@ -32,7 +32,7 @@ from actlens.experiments.evaluate import score_texts
 from actlens.figures.jobs import FigureJob, Job, Output
 from actlens.plots.directions import fig_directions
 from actlens.steering.batched import Request, encode_rows, forward_rows, generate_rows
-from actlens.steering.conditional import condition_scores, conditional, pick_threshold
+from actlens.steering.conditional import condition_scores, conditional, pick_condition
 from actlens.vectors import actadd_vector, mean_diff_vector, random_like
 from actlens.vectors.pca import pca_vector
 from actlens.vectors.probe import probe_vector
@@ -186,11 +186,11 @@ def conditional_demo(job: Job, layer: int, seeds: list[int], settings: Sampling,
                      ) -> tuple[pd.DataFrame, list[str]]:
     """Sentiment steering only on prompts about food (CAST): the gate's accuracy and the effect on each group."""
     model = job.model
-    cond_layer = job.layer(0.3)
     food, other = (FOOD_PROMPTS[:2], OTHER_PROMPTS[:2]) if job.smoke else (FOOD_PROMPTS, OTHER_PROMPTS)
     texts, labels = food + other, [True] * len(food) + [False] * len(other)
-    condition = mean_diff_vector(model, FOOD_PAIRS, cond_layer)
-    choice = pick_threshold(model, condition, texts, labels)
+    # CAST's grid search over the layers that can gate the behaviour (at or before its layer), from 20 % of the depth
+    search = pick_condition(model, FOOD_PAIRS, texts, labels, layers=range(min(job.layer(0.2), layer), layer + 1))
+    condition, choice, cond_layer = search.condition, search.choice, search.layer
     behaviour = mean_diff_vector(model, SENTIMENT_PAIRS, layer)
     cal = calib.get(("sentiment", "mean difference", 0.1)) or next(
         (c for (t, m, _), c in calib.items() if t == "sentiment" and m == "mean difference"), None)
@@ -225,10 +225,12 @@ def conditional_demo(job: Job, layer: int, seeds: list[int], settings: Sampling,
             rows.append(dict(run=name, group=group, n=len(sel), shift=shift, shift_low=lo, shift_high=hi,
                              identical_to_unsteered=same))
     table = pd.DataFrame(rows)
-    notes = [f"Conditional demo: condition = food-vs-other mean difference at layer {cond_layer} ({len(FOOD_PAIRS)} "
-             f"pairs), threshold {choice.threshold:+.4f} ({choice.compare}) picked by best F1 on the {len(texts)} "
-             f"labelled prompts (in-sample): F1 {choice.f1:.2f}, accuracy {choice.accuracy:.2f}. Behaviour = sentiment "
-             f"mean difference at layer {layer}, coeff {coeff:.3g} ({source})."]
+    searched = ", ".join(f"{lay}: {acc:.2f}" for lay, _, acc in search.by_layer)
+    notes = [f"Conditional demo: condition = food-vs-other mean difference ({len(FOOD_PAIRS)} pairs) at layer "
+             f"{cond_layer}, picked with its threshold {choice.threshold:+.4f} ({choice.compare}) by best F1 on the "
+             f"{len(texts)} labelled prompts (in-sample; actlens.steering.conditional.pick_condition): F1 "
+             f"{choice.f1:.2f}, accuracy {choice.accuracy:.2f} (best accuracy per layer searched: {searched}). "
+             f"Behaviour = sentiment mean difference at layer {layer}, coeff {coeff:.3g} ({source})."]
     for _, r in table.iterrows():
         notes.append(f"Conditional demo, {r.run} steering, {r.group}: sentiment shift {r['shift']:+.3f} "
                      f"[{r.shift_low:+.3f}, {r.shift_high:+.3f}] over {r.n} completions; "

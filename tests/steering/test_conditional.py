@@ -6,7 +6,8 @@ import torch
 import actlens
 from actlens.core.sampling import Sampling
 from actlens.steering.batched import Request, encode_rows, generate_rows
-from actlens.steering.conditional import ConditionalVector, condition_scores, conditional, pick_threshold
+from actlens.steering.conditional import (ConditionalVector, condition_scores, conditional, pick_condition,
+                                         pick_threshold)
 from actlens.vectors import mean_diff_vector
 
 PROMPTS = ["I ate pasta with bread", "The train left the station", "Soup and cheese for lunch",
@@ -96,6 +97,22 @@ def test_pick_threshold_finds_the_separating_cut(tiny_hf_model):
     labels = [mixed[order.index(i)] for i in range(len(PROMPTS))]  # alternate along the scores
     choice = pick_threshold(model, food, PROMPTS, labels, compare="greater")
     assert choice.f1 < 1.0 and choice.compare == "greater" and 0 < choice.accuracy < 1
+
+
+def test_pick_condition_searches_layers_like_cast(tiny_hf_model):
+    """Labels cut at layer 2's median score are separable there; the search finds a layer that separates them,
+    reports every layer's best F1 and accuracy as pick_threshold gives them, and prefers the earliest on a tie."""
+    model = tiny_hf_model
+    scores = condition_scores(model, mean_diff_vector(model, FOOD, 2), PROMPTS)
+    labels = [bool(s > float(scores.median())) for s in scores]
+    got = pick_condition(model, FOOD, PROMPTS, labels, layers=[0, 1, 2])
+    expected = [(layer, pick_threshold(model, mean_diff_vector(model, FOOD, layer), PROMPTS, labels))
+                for layer in (0, 1, 2)]
+    assert got.by_layer == tuple((layer, c.f1, c.accuracy) for layer, c in expected)
+    assert got.choice.f1 == 1.0 and got.layer == next(layer for layer, c in expected if c.f1 == 1.0)
+    assert torch.equal(got.condition.values, mean_diff_vector(model, FOOD, got.layer).values)
+    with pytest.raises(ValueError, match="layers is empty"):
+        pick_condition(model, FOOD, PROMPTS, labels, layers=[])
 
 
 def test_the_vector_is_a_steering_vector_with_its_parts(tiny_hf_model, tmp_path):
