@@ -20,7 +20,8 @@ class Target:
     """A pass/fail check on the paired per-repeat time ratio ``numerator / denominator``.
 
     ``kind="throughput"`` checks ``denominator_time / numerator_time >= limit``;
-    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``. Both are per token
+    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``; ``kind="seconds"`` checks the
+    numerator's own median time, ``<= limit`` seconds (the denominator is only where the case comes from). Both are per token
     when the rows process different numbers of tokens. ``passes``: the numerator's work is
     that many runs of the denominator (per-token KL needs 2 or 3 forwards), so its time is
     compared with ``passes`` times the denominator's.
@@ -65,6 +66,8 @@ TARGETS = (
            "batched", "separate", "throughput", 3.0),
     Target("kl_curve at 2/3 depth, 8 coefficients, >= 3x 8 kl_per_token(control=False) calls", "klcurve-late",
            "batched", "separate", "throughput", 3.0),
+    # Issue 22's budget: a sweep store checksums every weight each time it opens.
+    Target("fingerprint(model), a sweep store's model check, <= 0.5 s", "forward", "fingerprint", "hf", "seconds", 0.5),
     Target("kl_per_token (steered vs unsteered) >= 0.9x the throughput of 2 raw HF forwards", "forward",
            "kl_per_token-nocontrol", "hf", "throughput", 0.9, passes=2),
     Target("kl_per_token with its random control >= 0.9x the throughput of 3 raw HF forwards", "forward",
@@ -190,7 +193,11 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
                 continue
             per_token = den["tokens_per_call"] / num["tokens_per_call"]
             time_ratios = [r * per_token / target.passes for r in paired_ratios(num["seconds"], den["seconds"])]
-            if target.kind == "throughput":
+            if target.kind == "seconds":
+                values = list(num["seconds"])
+                value, passed = statistics.median(values), statistics.median(values) <= target.limit
+                relation = "<="
+            elif target.kind == "throughput":
                 values = [1 / r for r in time_ratios]
                 value, passed = statistics.median(values), statistics.median(values) >= target.limit
                 relation = ">="

@@ -308,6 +308,13 @@ def _cache_bridge(w: Workload, case: Case):
     return lambda: w.setup.model.run_with_cache(tokens, names_filter=names)
 
 
+@row("forward", "fingerprint", "actlens fingerprint(model), a sweep store's model check (its time counts, not tok/s)")
+def _fingerprint(w: Workload, case: Case):
+    from actlens.models.model import fingerprint
+
+    return lambda: fingerprint(w.setup.model)  # its time, not tok/s, is what counts: a target in seconds
+
+
 def cached_activation_bytes(w: Workload, case: Case) -> int:
     """Bytes of every layer's ``resid_pre`` for one forward case (what the cache rows must hold)."""
     n_layers, d_model = int(w.setup.model.cfg.n_layers), int(w.setup.model.cfg.d_model)
