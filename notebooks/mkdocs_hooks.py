@@ -6,7 +6,8 @@
   ``figures/norm_profile.png`` as the repository does. Nothing is copied into the source tree.
 * It also writes the **generated pages**: one figure gallery per model (``gallery/<model>.md``), built from that
   model's committed ``manifest.json`` (title, what the figure shows, the paper's claim and the measured notes, the
-  PNG and a link to the interactive HTML), so no number on those pages is typed by hand.
+  PNG and a link to the interactive HTML), so no number on those pages is typed by hand; likewise each
+  ``<!-- actlens:bench PATH -->`` marker in a page becomes the table of that committed ``bench.json``.
 * ``ActlensMarkup`` is a griffe extension (``mkdocstrings`` loads it): docstrings keep reStructuredText habits that
   are also fine in a terminal (double backticks, ``:func:`x``` roles, ``>>>`` examples); it renders them as Markdown
   for the API reference: code spans, cross-references to documented objects, fenced ``pycon`` blocks.
@@ -60,12 +61,34 @@ def on_files(files, config):
     return files
 
 
+BENCH = re.compile(r"<!-- actlens:bench (\S+?\.json) -->")
+
+
 def on_page_markdown(markdown_text, page, config, files):
-    """Fills the generated table of the package face into the API index (``<!-- actlens:face -->``)."""
+    """Fills the generated table of the package face into the API index (``<!-- actlens:face -->``), and each
+    ``<!-- actlens:bench figures/.../bench.json -->`` with that committed bench run's table."""
     marker = "<!-- actlens:face -->"
     if marker in markdown_text:
         markdown_text = markdown_text.replace(marker, face_table())
-    return markdown_text
+    return BENCH.sub(lambda m: bench_table(ROOT / m.group(1), m.group(1)), markdown_text)
+
+
+def bench_table(path: Path, rel: str) -> str:
+    """The rows of one ``actlens bench`` JSON as a table (median tok/s, paired ratio to the case's baseline), with
+    where and at which commit it ran: numbers on the Speed page come from the file, not from typing."""
+    result = json.loads(path.read_text())
+    machine, settings = result["machine"], result["settings"]
+    where = machine.get("cuda_device") or f"{machine['cpu']}, {machine['torch_threads']} torch thread(s)"
+    rows = ["| case | row | tok/s median | ratio to baseline, median [IQR] |", "|---|---|---|---|"]
+    for r in result["rows"]:
+        ratio = f"{r['ratio_median']:.3f} [{r['ratio_q1']:.3f}–{r['ratio_q3']:.3f}]" if "ratio_median" in r else "n/a"
+        tok = f"{r['tok_s_median']:,.0f}" if r["tok_s_median"] >= 100 else f"{r['tok_s_median']:,.3g}"
+        rows.append(f"| {r['case']} | {_md(r['label'])} | {tok} | {ratio} |")
+    dirty = ", uncommitted changes" if machine.get("git_dirty") else ""
+    rows += ["", f"*Generated from [`{rel}`]({rel}): {result['model']['name']} ({settings['dtype']}) on {where}; "
+                 f"torch {machine['torch']}, commit `{machine.get('git_commit')}`{dirty}; {settings['repeats']} "
+                 f"repeats.*"]
+    return "\n".join(rows)
 
 
 def face_table() -> str:

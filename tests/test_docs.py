@@ -126,3 +126,21 @@ def test_the_site_loads_nothing_from_the_network(site: Path):
         if not p.is_relative_to(site / "figures") and remote.search(p.read_text())
     ]
     assert not bad, f"pages that load something from the network: {bad[:5]}"
+
+
+def test_the_speed_pages_bench_tables_are_generated_from_the_committed_json(site: Path):
+    """Each ``<!-- actlens:bench PATH -->`` marker becomes that bench.json's rows, commit and machine: no number of
+    those tables is typed by hand, and a marker never survives into the page."""
+    import re
+
+    source = (ROOT / "notebooks" / "docs" / "speed.md").read_text()
+    paths = re.findall(r"<!-- actlens:bench (\S+?\.json) -->", source)
+    assert "figures/bench-compiled-cpu/bench.json" in paths and "figures/bench-gpu/bench.json" in paths
+    built = site / "speed" / "index.html"
+    page = text(built)
+    assert "actlens:bench" not in built.read_text()
+    for path in paths:
+        result = json.loads((ROOT / path).read_text())
+        assert f"Generated from {path}" in page and result["machine"]["git_commit"] in page
+        for row in result["rows"]:
+            assert f"{row['ratio_median']:.3f} [{row['ratio_q1']:.3f}–{row['ratio_q3']:.3f}]" in page, (path, row["id"])
