@@ -190,6 +190,8 @@ rows = []
 for vector, coeff, align, prompts in setups:
     steering = {} if vector is None else dict(vector=vector, coeff=coeff, align=align, position=1)
     compiled = actlens.generate(model, prompts, **greedy, **steering, compile="eager").tokens
+    past = actlens.models.model.state(model).positions.past  # no device tensor escapes a compiled step
+    assert isinstance(past, int), type(past)
     rows.append(dict(compiled=compiled, eager=actlens.generate(model, prompts, **greedy, **steering).tokens,
                      unsteered=actlens.generate(model, prompts, **greedy).tokens,
                      graphs=counters["stats"]["unique_graphs"]))
