@@ -257,22 +257,21 @@ def wrap_hf(hf: nn.Module, tokenizer, *, name: str) -> TransformerBridge:
             _fire_hook_point(hook_point, st.positions, layer), with_kwargs=True
         )
     _fire_other_sites(bridge, fast, st, names)
-    head = fast.get_output_embeddings() if hasattr(fast, "get_output_embeddings") else None
-    if isinstance(head, nn.Module):
-        head.register_forward_pre_hook(_forget_device_length(st.positions))
+    # registered last: runs after every hook of the last layer (its resid_post HookPoint included)
+    _decoder_layers(fast)[-1].register_forward_hook(_forget_device_length(st.positions))
     return bridge
 
 
 def _forget_device_length(positions: Positions) -> Callable:
-    """A pre-hook on the unembedding: a compiled decode step ends with ``positions.past`` a plain 0 again, so the
-    device tensor the layers recorded stays inside the graph instead of escaping as an output (with CUDA graphs,
-    one that the next replay overwrites). Eager forwards are left alone; every layer records its own anyway."""
+    """A forward hook on the last decoder layer: a compiled decode step ends with ``positions.past`` a plain 0 again,
+    so the device tensor the layers recorded stays inside the graph instead of escaping as an output (with CUDA
+    graphs, one that the next replay overwrites). Eager forwards are left alone; every layer records its own."""
 
-    def pre(module, args):
+    def post(module, args, output):
         if torch.compiler.is_compiling():
             positions.past = 0
 
-    return pre
+    return post
 
 
 def _fast_module(bridge_block: nn.Module, alias: str, names: dict[int, str], fast: nn.Module
