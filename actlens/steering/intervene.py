@@ -78,22 +78,23 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
     """
     cast: dict[tuple, tuple[list[Tensor], list[Tensor | None]]] = {}
     tracker = Tracker(positions)
-    layout_of: list[tuple | None] = [None]  # the (starts, lengths, device) the numbers below describe
-    end = [0]  # the last prompt's end: past it, a chunk is all generated tokens
+    layout_of: tuple | None = None  # the (starts, lengths, device) the numbers below describe
+    end = 0  # the last prompt's end: past it, a chunk is all generated tokens
     # per addition: (lowest, highest) first position of the rows it applies to, and its per-row bounds
     spans: list[tuple[int, int]] = []
     bounds: list[Bounds] = []
     n_rows = None if rows is None else len(rows[0])
 
     def relayout(layout, device) -> None:
+        nonlocal layout_of, end
         spans.clear(), bounds.clear()
-        end[0] = max(s + n for s, n in zip(layout.starts, layout.lengths, strict=True))
+        end = max(s + n for s, n in zip(layout.starts, layout.lengths, strict=True))
         for i, add in enumerate(additions):
             first = add.placement.first(layout, None if rows is None else rows[i])
             used = [f for f in first if f != NOWHERE]
             spans.append((min(used, default=NOWHERE), max(used, default=NOWHERE)))
             bounds.append(positions_.bounds(add.placement, layout, device, first=first))
-        layout_of[0] = (layout.starts, layout.lengths, device)
+        layout_of = (layout.starts, layout.lengths, device)
 
     def hook(resid: Tensor, *, hook) -> Tensor:
         batch, seq, _ = resid.shape
@@ -116,37 +117,29 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
                                "with compile=True does this)")
         if not compiled:
             layout = tracker.layout(batch, seq)
-            if layout_of[0] != (layout.starts, layout.lengths, resid.device):
+            if layout_of != (layout.starts, layout.lengths, resid.device):
                 relayout(layout, resid.device)
-        at: list[Tensor] = []  # the chunk's absolute positions, made when first needed
-
-        def part(i: int, add: Addition, delta: Tensor) -> Tensor:
-            if not at:
-                at.append(positions_.absolute(past, seq, resid.device))
-            if add.placement.align == "all":
-                return positions_.mask(add.placement, bounds[i], at[0])[..., None].to(resid.dtype) * delta[0]
-            index, inside = positions_.window(add.placement, bounds[i], at[0])
-            return delta[index] * inside[..., None].to(resid.dtype)
-
+        at: Tensor | None = None  # the chunk's absolute positions, made when first needed
         total: Tensor | None = None  # built only when some position is touched
         for i, (add, delta, row_mask) in enumerate(zip(additions, deltas, row_masks, strict=True)):
             where = add.placement
-            if compiled:  # nothing is skipped on a number: every step computes its (tiny) masks
-                term = part(i, add, delta)
+            whole = False  # every position of the chunk gets the vector (broadcast, no mask)
+            if compiled:
+                pass  # nothing is skipped on a number: every step computes its (tiny) masks
             elif where.align == "all":
-                if past + seq <= spans[i][0]:
-                    continue  # before every row's first steered position (e.g. the prompt, phase="generation")
-                if past >= end[0]:  # generated tokens of every row only (a decode step)
-                    if where.scope.phase == "prompt":
-                        continue
-                    term = delta[0]
-                else:
-                    term = part(i, add, delta)
+                if past + seq <= spans[i][0] or (past >= end and where.scope.phase == "prompt"):
+                    continue  # before every row's first steered position, or generated tokens a prompt-only scope skips
+                whole = past >= end  # generated tokens of every row only (a decode step)
             else:
                 lowest, highest = spans[i]
                 if past >= highest + add.k or past + seq <= lowest:
                     continue  # no window in this chunk (e.g. a KV-cached decode step)
-                term = part(i, add, delta)
+            if whole:
+                term = delta[0]
+            else:
+                if at is None:
+                    at = positions_.absolute(past, seq, resid.device)
+                term = _term(where, bounds[i], delta, at, resid.dtype)
             if row_mask is not None:
                 term = term * row_mask
             if add.gate is not None:  # a device tensor set at the prompt: no host sync per step
@@ -155,6 +148,14 @@ def make_hook(additions: list[Addition], positions: Positions, rows: list[list[b
         return resid if total is None else resid + total  # a [d_model] total broadcasts
 
     return hook
+
+
+def _term(where: Placement, b: Bounds, delta: Tensor, at: Tensor, dtype: torch.dtype) -> Tensor:
+    """What one addition adds to a chunk at absolute positions ``at``: its values at its masked positions."""
+    if where.align == "all":
+        return positions_.mask(where, b, at)[..., None].to(dtype) * delta[0]
+    index, inside = positions_.window(where, b, at)
+    return delta[index] * inside[..., None].to(dtype)
 
 
 Steering = SteeringVector | Sequence[tuple[SteeringVector, float]]
