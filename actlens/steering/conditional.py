@@ -36,7 +36,7 @@ from transformer_lens import TransformerBridge
 from actlens.core import validation as _validation
 from actlens.core.positions import Positions, Tracker
 from actlens.models.model import check_layer, hook_name
-from actlens.vectors.extraction import mean_diff_vectors, read_texts
+from actlens.vectors.extraction import mean_diff_vectors, read_texts, read_texts_at
 from actlens.vectors.steering_vector import SteeringVector
 
 Compare = Literal["greater", "less"]
@@ -258,6 +258,10 @@ def condition_scores(
     condition.check_model(model)
     _validation.choice("read_position", read_position, ("mean", "last"))
     acts = read_texts(model, texts, condition.layer, read_position=read_position, batch_size=batch_size)
+    return _cosine(acts, condition)
+
+
+def _cosine(acts: Tensor, condition: SteeringVector) -> Tensor:
     return torch.nn.functional.cosine_similarity(acts, condition.values[0].float().to(acts.device)[None], dim=-1)
 
 
@@ -299,6 +303,14 @@ def pick_threshold(
     >>> 0 <= choice.accuracy <= 1
     True
     """
+    texts, labels, compares = _labelled(texts, labels, compare)
+    scores = condition_scores(model, condition, texts, read_position=read_position, batch_size=batch_size)
+    return _choose(scores, labels, compares)
+
+
+def _labelled(texts: Sequence[str], labels: Sequence[bool], compare: Compare | None
+              ) -> tuple[list[str], list[bool], tuple[str, ...]]:
+    """Checked texts, labels (one bool per text, both kinds present) and the comparisons to try."""
     texts = _validation.texts("texts", texts)
     labels = list(labels)
     if len(labels) != len(texts) or not all(isinstance(x, bool) for x in labels):
@@ -306,8 +318,12 @@ def pick_threshold(
     if all(labels) or not any(labels):
         raise ValueError("labels must hold both True (prompts to steer) and False (prompts to leave alone) "
                          "examples to choose a threshold between them")
-    compares = COMPARES if compare is None else (_validation.choice("compare", compare, COMPARES),)
-    scores = condition_scores(model, condition, texts, read_position=read_position, batch_size=batch_size).double()
+    return texts, labels, COMPARES if compare is None else (_validation.choice("compare", compare, COMPARES),)
+
+
+def _choose(scores: Tensor, labels: list[bool], compares: tuple[str, ...]) -> ThresholdChoice:
+    """The threshold and comparison with the best F1 on ``scores`` (then accuracy, then the first found)."""
+    scores = scores.double()
     truth = torch.tensor(labels)
     distinct = torch.unique(scores)
     candidates = torch.cat([distinct[:1] - 1e-6, (distinct[1:] + distinct[:-1]) / 2, distinct[-1:] + 1e-6])
@@ -357,14 +373,16 @@ def pick_condition(
     >>> got.layer in (1, 2), [layer for layer, _, _ in got.by_layer]
     (True, [1, 2])
     """
-    layers = [check_layer(model, layer) for layer in layers]
+    layers = list(layers)
     if not layers:
         raise ValueError("layers is empty; pass the layers to search, e.g. range(4, 12)")
+    texts, labels, compares = _labelled(texts, labels, compare)
+    _validation.choice("read_position", read_position, ("mean", "last"))
     vectors = mean_diff_vectors(model, pairs, layers, batch_size=batch_size)
+    acts = read_texts_at(model, texts, layers, read_position=read_position, batch_size=batch_size)  # one pass
     best, by_layer = None, []
     for layer in layers:
-        choice = pick_threshold(model, vectors[layer], texts, labels, compare=compare, read_position=read_position,
-                                batch_size=batch_size)
+        choice = _choose(_cosine(acts[layer], vectors[layer]), labels, compares)  # as pick_threshold at this layer
         by_layer.append((layer, choice.f1, choice.accuracy))
         if best is None or (choice.f1, choice.accuracy) > (best[1].f1, best[1].accuracy):
             best = (vectors[layer], choice)

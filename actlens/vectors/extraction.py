@@ -111,11 +111,22 @@ def read_texts(model: TransformerBridge, texts: Sequence[str], layer: int, *,
     >>> tuple(read_texts(tiny_model(), ["I love it", "Great"], 1, read_position="mean").shape)
     (2, 64)
     """
-    layer = check_layer(model, layer)
+    return read_texts_at(model, texts, [layer], read_position=read_position, batch_size=batch_size)[layer]
+
+
+def read_texts_at(model: TransformerBridge, texts: Sequence[str], layers: Sequence[int], *,
+                  read_position: ReadPosition | int = "last", batch_size: int = 16) -> dict[int, Tensor]:
+    """:func:`read_texts` at each of ``layers``, from one pass over the texts: ``{layer: [n, d_model]}``.
+
+    >>> from actlens.models.tiny import tiny_model
+    >>> sorted(read_texts_at(tiny_model(), ["I love it", "Great"], [0, 2]))
+    [0, 2]
+    """
+    layers = _layers(model, layers)
     if isinstance(read_position, str):
         _validation.choice("read_position", read_position, ("last", "mean"))
     texts = _validation.texts("texts", texts)
-    return _read(model, texts, [layer], read_position, _validation.positive_int("batch_size", batch_size))[0][layer]
+    return _read(model, texts, layers, read_position, _validation.positive_int("batch_size", batch_size))[0]
 
 
 @dataclass(frozen=True)
