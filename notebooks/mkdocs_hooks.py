@@ -76,14 +76,16 @@ def on_page_markdown(markdown_text, page, config, files):
 def bench_table(path: Path, rel: str) -> str:
     """The rows of one ``actlens bench`` JSON as a table (median tok/s, paired ratio to the case's baseline), with
     where and at which commit it ran: numbers on the Speed page come from the file, not from typing."""
+    sys.path.insert(0, str(ROOT))
+    from actlens.bench.report import _tok_s  # the bench's own number format
+
     result = json.loads(path.read_text())
     machine, settings = result["machine"], result["settings"]
     where = machine.get("cuda_device") or f"{machine['cpu']}, {machine['torch_threads']} torch thread(s)"
     rows = ["| case | row | tok/s median | ratio to baseline, median [IQR] |", "|---|---|---|---|"]
     for r in result["rows"]:
         ratio = f"{r['ratio_median']:.3f} [{r['ratio_q1']:.3f}–{r['ratio_q3']:.3f}]" if "ratio_median" in r else "n/a"
-        tok = f"{r['tok_s_median']:,.0f}" if r["tok_s_median"] >= 100 else f"{r['tok_s_median']:,.3g}"
-        rows.append(f"| {r['case']} | {_md(r['label'])} | {tok} | {ratio} |")
+        rows.append(f"| {r['case']} | {_md(r['label'])} | {_tok_s(r['tok_s_median'])} | {ratio} |")
     dirty = ", uncommitted changes" if machine.get("git_dirty") else ""
     rows += ["", f"*Generated from [`{rel}`]({rel}): {result['model']['name']} ({settings['dtype']}) on {where}; "
                  f"torch {machine['torch']}, commit `{machine.get('git_commit')}`{dirty}; {settings['repeats']} "

@@ -128,12 +128,17 @@ def select_rows(patterns: str) -> list:
 
     Opt-in rows need a pattern that contains their name (``sweep/ray-2workers``, ``ray*``), not just ``*``.
     """
-    pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [r for r in ROWS.values() if any(_selects(p, r) for p in pats)]
+    chosen = _matching(patterns, ROWS.values())
     if not chosen:
         raise ValueError(f"--rows {patterns!r} matches no row; rows are {list(ROWS)}")
     groups = {r.group for r in chosen}
     return [r for r in ROWS.values() if r in chosen or (r.baseline and r.group in groups)]
+
+
+def _matching(patterns: str, rows) -> list:
+    """The rows that any of the comma-separated ``patterns`` selects (:func:`_selects`)."""
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    return [r for r in rows if any(_selects(p, r) for p in pats)]
 
 
 def _selects(pattern: str, r) -> bool:
@@ -227,11 +232,10 @@ def run(args) -> dict:
 
 
 def _profiled(patterns: str | None, rows: list) -> list:
-    """The rows ``--profile`` names (by ``group/name`` or ``name``); an error when it names none of the timed ones."""
+    """The timed rows ``--profile`` names (read as ``--rows`` patterns); an error when it names none of them."""
     if patterns is None:
         return []
-    pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [r for r in rows if any(fnmatch.fnmatch(r.id, p) or fnmatch.fnmatch(r.name, p) for p in pats)]
+    chosen = _matching(patterns, rows)
     if not chosen:
         timed = ", ".join(r.id for r in rows)
         raise ValueError(f"--profile {patterns!r} matches none of the rows being timed ({timed}); "

@@ -20,9 +20,9 @@ class Target:
     """A pass/fail check on the paired per-repeat time ratio ``numerator / denominator``.
 
     ``kind="throughput"`` checks ``denominator_time / numerator_time >= limit``;
-    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``; ``kind="seconds"`` checks the
-    numerator's own median time, ``<= limit`` seconds (the denominator is only where the case comes from). Both are per token
-    when the rows process different numbers of tokens. ``passes``: the numerator's work is
+    ``kind="time"`` checks ``numerator_time / denominator_time <= limit``. Both are per token
+    when the rows process different numbers of tokens. ``kind="seconds"`` checks the numerator's own median
+    time, ``<= limit`` seconds (the denominator only names the case). ``passes``: the numerator's work is
     that many runs of the denominator (per-token KL needs 2 or 3 forwards), so its time is
     compared with ``passes`` times the denominator's.
     """
@@ -195,16 +195,13 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
             time_ratios = [r * per_token / target.passes for r in paired_ratios(num["seconds"], den["seconds"])]
             if target.kind == "seconds":
                 values = list(num["seconds"])
-                value, passed = statistics.median(values), statistics.median(values) <= target.limit
-                relation = "<="
             elif target.kind == "throughput":
                 values = [1 / r for r in time_ratios]
-                value, passed = statistics.median(values), statistics.median(values) >= target.limit
-                relation = ">="
             else:
                 values = time_ratios
-                value, passed = statistics.median(values), statistics.median(values) <= target.limit
-                relation = "<="
+            value = statistics.median(values)
+            relation = ">=" if target.kind == "throughput" else "<="
+            passed = value >= target.limit if relation == ">=" else value <= target.limit
             q = summary(values)
             results.append({"target": target.label, "case": case, "kind": target.kind, "value": value,
                             "q1": q["q1_s"], "q3": q["q3_s"], "min": q["min_s"], "max": q["max_s"],
