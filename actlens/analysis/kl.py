@@ -253,6 +253,8 @@ def block_rows(device: torch.device, vocab: int) -> int:
     (128, 523)
     """
     return BLOCK if device.type == "cpu" else max(BLOCK, DEVICE_BLOCK_BYTES // (4 * vocab))
+
+
 HIDDEN_BUDGET = 256 * 2**20  # bytes of steered final residuals held at once (many vectors: in groups)
 
 

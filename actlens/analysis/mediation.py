@@ -273,9 +273,10 @@ def mediation(
 
     # layers whose inputs the patched runs can start from (each group starts at its first component's layer)
     group = 1 if method == "naive" else max(1, batch_rows // n)
-    starts = sorted({comps[g].layer for g in range(0, len(comps), group)})
-    kept_bytes = 2 * len(starts) * batch.tokens.numel() * int(model.cfg.d_model) * 4
-    resume = method == "batched" and kept_bytes <= KEPT_BUDGET and all(resumable(model, j) for j in starts)
+    first_layers = sorted({comps[g].layer for g in range(0, len(comps), group)})
+    kept_bytes = 2 * len(first_layers) * batch.tokens.numel() * int(model.cfg.d_model) * 4
+    resume = method == "batched" and kept_bytes <= KEPT_BUDGET and all(resumable(model, j) for j in first_layers)
+    kept_layers = first_layers if resume else []
 
     def run(tokens, mask, starts, lengths, hooks, steered, begin=None):
         """Final hidden states; ``begin=(layer, input)`` starts the forward at that layer from that input."""
@@ -296,9 +297,9 @@ def mediation(
     steered_in: dict[int, Tensor] = {}
     write = write_hook_name(vector.layer, vector.site)
     added: dict[str, Tensor] = {}
-    with layer_inputs(model, starts if resume else [], clean_in):
+    with layer_inputs(model, kept_layers, clean_in):
         clean_hidden = run(*base, [*_capture_hooks(comps, clean_cache), (write, _keep(added, "clean"))], False)
-    with layer_inputs(model, starts if resume else [], steered_in):
+    with layer_inputs(model, kept_layers, steered_in):
         steered_hidden = run(*base, [*_capture_hooks(comps, steered_cache), (write, _keep(added, "steered"))], True)
     delta = added["steered"] - added["clean"]  # exactly what the steering hook added, per row and position
     head = unembedding(model) or torch.nn.Identity()  # final_hidden's own choice: logits where no exact split

@@ -241,7 +241,7 @@ RECOMPILE_LIMIT = 64
 def _graph_room(config: GenerationConfig):
     """Room for one compiled graph per steering set-up (layers, sites, alignments, batch shape) of the one compiled
     decode step: at dynamo's default of 8, a layer sweep would fall back to eager decoding after 8 layers."""
-    if getattr(config, "compile_config", None) is None or config.cache_implementation != "static":
+    if config.compile_config is None:  # generation_config sets it, with the static cache, for compiled decoding only
         return contextlib.nullcontext()
     import torch._dynamo
 
